@@ -1,0 +1,104 @@
+/* CPU float32 kernels (see kernels.h). */
+#include "backend/cpu/kernels.h"
+
+#include <stdlib.h>
+
+#define LANES 16
+
+static inline float reduce_lanes(const float *acc) {
+    float s8[8], s4[4];
+    for (int j = 0; j < 8; j++) s8[j] = acc[j] + acc[j + 8];
+    for (int j = 0; j < 4; j++) s4[j] = s8[j] + s8[j + 4];
+    return (s4[0] + s4[2]) + (s4[1] + s4[3]);
+}
+
+float cpu_dot(const float *a, const float *b, int n) {
+    float acc[LANES] = {0};
+    int i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++) acc[j] += a[i + j] * b[i + j];
+    float s = reduce_lanes(acc);
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+static float dot_bf16(const uint16_t *w, const float *x, int n) {
+    float acc[LANES] = {0};
+    int i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++) acc[j] += fm_bf16_to_f32(w[i + j]) * x[i + j];
+    float s = reduce_lanes(acc);
+    for (; i < n; i++) s += fm_bf16_to_f32(w[i]) * x[i];
+    return s;
+}
+
+static float dot_f16(const uint16_t *w, const float *x, int n) {
+    float acc[LANES] = {0};
+    int i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++) acc[j] += fm_f16_to_f32(w[i + j]) * x[i + j];
+    float s = reduce_lanes(acc);
+    for (; i < n; i++) s += fm_f16_to_f32(w[i]) * x[i];
+    return s;
+}
+
+float cpu_dot_row(const fm_mat *W, int row, const float *x) {
+    size_t off = (size_t)row * (size_t)W->cols;
+    switch (W->dtype) {
+    case FM_DTYPE_BF16: return dot_bf16((const uint16_t *)W->data + off, x, W->cols);
+    case FM_DTYPE_F16: return dot_f16((const uint16_t *)W->data + off, x, W->cols);
+    default: return cpu_dot((const float *)W->data + off, x, W->cols);
+    }
+}
+
+void cpu_matmul(float *y, const float *x, int T, const fm_mat *W) {
+    const int rows = W->rows, cols = W->cols;
+    if (T == 1) {
+#pragma omp parallel for schedule(static) if (rows >= 64)
+        for (int r = 0; r < rows; r++) y[r] = cpu_dot_row(W, r, x);
+        return;
+    }
+    /* Several tokens: widen each weight row once, then reuse it for all T. */
+#pragma omp parallel if (rows >= 16)
+    {
+        float *wrow = W->dtype == FM_DTYPE_F32 ? NULL : malloc((size_t)cols * sizeof *wrow);
+#pragma omp for schedule(static)
+        for (int r = 0; r < rows; r++) {
+            const float *w = (const float *)W->data + (size_t)r * cols;
+            if (wrow) {
+                fm_dtype_to_f32(wrow, (const char *)W->data + (size_t)r * cols * fm_dtype_size(W->dtype), W->dtype,
+                                (size_t)cols);
+                w = wrow;
+            }
+            for (int t = 0; t < T; t++) y[(size_t)t * rows + r] = cpu_dot(w, x + (size_t)t * cols, cols);
+        }
+        free(wrow);
+    }
+}
+
+void cpu_rmsnorm(float *y, const float *x, const float *w, int n, float eps) {
+    float ss = 0.0f;
+    for (int i = 0; i < n; i++) ss += x[i] * x[i];
+    float scale = 1.0f / sqrtf(ss / (float)n + eps);
+    if (w)
+        for (int i = 0; i < n; i++) y[i] = x[i] * scale * w[i];
+    else
+        for (int i = 0; i < n; i++) y[i] = x[i] * scale;
+}
+
+void cpu_softmax(float *x, int n) {
+    float max = x[0];
+    for (int i = 1; i < n; i++) max = x[i] > max ? x[i] : max;
+    float sum = 0.0f;
+    for (int i = 0; i < n; i++) sum += (x[i] = expf(x[i] - max));
+    float inv = 1.0f / sum;
+    for (int i = 0; i < n; i++) x[i] *= inv;
+}
+
+void cpu_rope(float *x, int half, const float *cos_t, const float *sin_t) {
+    for (int i = 0; i < half; i++) {
+        float a = x[i], b = x[i + half];
+        x[i] = a * cos_t[i] - b * sin_t[i];
+        x[i + half] = b * cos_t[i] + a * sin_t[i];
+    }
+}

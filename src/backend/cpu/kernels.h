@@ -1,0 +1,28 @@
+/* CPU kernels in float32. Weights may be BF16, F16 or F32 (widened on the
+ * fly); activations are float32. Matrix products run on all threads (OpenMP).
+ * Dot products keep 16 independent partial sums so that the compiler can
+ * vectorise them and results do not depend on the ISA. */
+#ifndef FM_BACKEND_CPU_KERNELS_H
+#define FM_BACKEND_CPU_KERNELS_H
+
+#include "model/model.h"
+
+#include <math.h>
+
+/* y[T, W.rows] = x[T, W.cols] · Wᵀ */
+void cpu_matmul(float *y, const float *x, int T, const fm_mat *W);
+/* y[i] = sum_j x[j] * W[i, j] for one row i, any weight dtype. */
+float cpu_dot_row(const fm_mat *W, int row, const float *x);
+float cpu_dot(const float *a, const float *b, int n);
+/* y = x / sqrt(mean(x²) + eps) * w (w NULL: no weight). In place allowed. */
+void cpu_rmsnorm(float *y, const float *x, const float *w, int n, float eps);
+void cpu_softmax(float *x, int n);
+/* Rotate-half RoPE on the first 2*half dims: pairs (i, i + half). */
+void cpu_rope(float *x, int half, const float *cos_t, const float *sin_t);
+
+static inline float cpu_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+static inline float cpu_silu(float x) { return x / (1.0f + expf(-x)); }
+/* PyTorch softplus (beta 1, threshold 20). */
+static inline float cpu_softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
+
+#endif

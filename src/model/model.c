@@ -1,0 +1,121 @@
+/* Opening a model directory: config, checkpoint, tensor binding, info. */
+#include "model/model.h"
+
+#include "model/arch.h"
+#include "model/weights.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* Fixed-size buffers in the kernels bound these. */
+static fm_status check_limits(const fm_config *c, const char *dir) {
+    if (c->rotary_dim > 1024)
+        return fm_error(FM_ERR_UNSUPPORTED, "%s: rotary dimension %d exceeds 1024", dir, c->rotary_dim);
+    for (int i = 0; i < c->n_layers; i++) {
+        if (c->layer_full_attention[i]) continue;
+        if (c->lin_conv_kernel < 2 || c->lin_conv_kernel > 16)
+            return fm_error(FM_ERR_UNSUPPORTED, "%s: linear_conv_kernel_dim %d (2..16 supported)", dir,
+                            c->lin_conv_kernel);
+        if (c->lin_v_dim > 1024)
+            return fm_error(FM_ERR_UNSUPPORTED, "%s: linear_value_head_dim %d exceeds 1024", dir, c->lin_v_dim);
+    }
+    return FM_OK;
+}
+
+static void fill_info(fm_model *m) {
+    const fm_config *c = &m->cfg;
+    fm_model_info *in = &m->info;
+    in->model_type = c->model_type;
+    in->architecture = c->arch->name;
+    in->vocab_size = c->vocab_size;
+    in->hidden_size = c->hidden_size;
+    in->n_layers = c->n_layers;
+    in->n_heads = c->n_heads;
+    in->n_kv_heads = c->n_kv_heads;
+    in->head_dim = c->head_dim;
+    in->rotary_dim = c->rotary_dim;
+    in->rope_theta = c->rope_theta;
+    in->linear_n_key_heads = c->lin_n_k_heads;
+    in->linear_n_value_heads = c->lin_n_v_heads;
+    in->linear_key_dim = c->lin_k_dim;
+    in->linear_value_dim = c->lin_v_dim;
+    in->linear_conv_kernel = c->lin_conv_kernel;
+    in->n_experts = c->n_experts;
+    in->n_experts_per_token = c->n_experts_used;
+    in->expert_ffn = c->expert_ffn;
+    in->shared_expert_ffn = c->has_shared_expert ? c->shared_ffn : 0;
+    in->dense_ffn = c->dense_ffn;
+    in->max_position_embeddings = c->max_position_embeddings;
+    in->n_eos = c->n_eos;
+    memcpy(in->eos_ids, c->eos, sizeof in->eos_ids);
+    in->params_total = in->params_dense + in->params_experts;
+    in->bytes_total = in->bytes_dense + in->bytes_experts;
+    /* Every MoE layer runs K of its E experts per token. */
+    in->params_active = in->params_dense + in->params_experts / (uint64_t)c->n_experts * (uint64_t)c->n_experts_used;
+    in->bytes_active = in->bytes_dense + in->bytes_experts / (uint64_t)c->n_experts * (uint64_t)c->n_experts_used;
+}
+
+fm_status fm_model_open(const char *dir, const fm_model_options *opt, fm_model **out) {
+    *out = NULL;
+    fm_model *m = calloc(1, sizeof *m);
+    if (!m) return fm_error(FM_ERR_NOMEM, "out of memory");
+    fm_status st = fm_config_load(dir, &m->cfg);
+    if (st != FM_OK) {
+        free(m);
+        return st;
+    }
+    const fm_config *c = &m->cfg;
+    if ((st = check_limits(c, dir)) || (st = ckpt_open(dir, &m->ckpt))) goto fail;
+    if (!(m->layers = calloc((size_t)c->n_layers, sizeof *m->layers)) ||
+        !(m->rope_inv_freq = malloc((size_t)c->rotary_dim / 2 * sizeof(float)))) {
+        st = fm_error(FM_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    if ((st = weights_mat(m, &m->embed, c->vocab_size, c->hidden_size, 0, "embed_tokens.weight")) ||
+        (st = weights_f32(m, &m->final_norm, c->hidden_size, c->norm_zero_centred ? 1.0f : 0.0f, "norm.weight")))
+        goto fail;
+    if (c->tie_word_embeddings)
+        m->lm_head = m->embed;
+    else if ((st = weights_mat(m, &m->lm_head, c->vocab_size, c->hidden_size, W_ROOT, "lm_head.weight")))
+        goto fail;
+    for (int i = 0; i < c->n_layers; i++)
+        if ((st = c->arch->load_layer(m, i))) goto fail;
+    /* As transformers: inv_freq = 1 / theta^(2i/d) in float32. */
+    for (int i = 0; i < c->rotary_dim / 2; i++)
+        m->rope_inv_freq[i] = 1.0f / powf((float)c->rope_theta, (float)(2 * i) / (float)c->rotary_dim);
+    fill_info(m);
+#ifdef _OPENMP
+    if (opt && opt->n_threads > 0) omp_set_num_threads(opt->n_threads);
+#else
+    (void)opt;
+#endif
+    *out = m;
+    return FM_OK;
+fail:
+    fm_model_close(m);
+    return st;
+}
+
+void fm_model_close(fm_model *m) {
+    if (!m) return;
+    for (int i = 0; m->layers && i < m->cfg.n_layers; i++) free(m->layers[i].experts);
+    free(m->layers);
+    for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
+    free(m->owned);
+    free(m->rope_inv_freq);
+    ckpt_close(m->ckpt);
+    fm_config_free(&m->cfg);
+    free(m);
+}
+
+const fm_model_info *fm_model_get_info(const fm_model *m) { return &m->info; }
+
+fm_layer_kind fm_model_layer_kind(const fm_model *m, int layer) {
+    return m->cfg.layer_full_attention[layer] ? FM_LAYER_FULL_ATTENTION : FM_LAYER_LINEAR_ATTENTION;
+}
+
+int fm_model_layer_is_moe(const fm_model *m, int layer) { return m->cfg.layer_moe[layer]; }

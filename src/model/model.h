@@ -1,0 +1,74 @@
+/* The model in memory: config, weights (views into the mapped safetensors),
+ * and the per-layer structure the forward pass walks. Read this file first.
+ *
+ * Legend: H = hidden size, V = vocab, nh/nkv = query/KV heads, hd = head dim,
+ * nk/nv = linear-attention key/value heads, dk/dv = their dims, E = experts,
+ * F = expert FFN width, Fs = shared-expert width, Fd = dense-MLP width. */
+#ifndef FM_MODEL_MODEL_H
+#define FM_MODEL_MODEL_H
+
+#include "core/dtype.h"
+#include "flashmoe.h"
+#include "load/checkpoint.h"
+#include "load/config.h"
+
+/* A row-major weight matrix [rows, cols] used as y = W·x; data points into
+ * the mapped checkpoint (never copied). */
+typedef struct {
+    const void *data;
+    fm_dtype dtype;
+    int rows, cols;
+} fm_mat;
+
+/* SwiGLU feed-forward: down · (silu(gate·x) * (up·x)). */
+typedef struct {
+    fm_mat gate; /* [F, H] */
+    fm_mat up;   /* [F, H] */
+    fm_mat down; /* [H, F] */
+} fm_ffn;
+
+typedef struct {
+    float *input_norm; /* [H] multiplier (1 + w for zero-centred norms) */
+    float *post_norm;  /* [H] */
+
+    /* Full attention (layer_full_attention). */
+    fm_mat q;         /* [nh*hd*(gate ? 2 : 1), H]; with a gate, per head: hd query rows then hd gate rows */
+    fm_mat k, v;      /* [nkv*hd, H] */
+    fm_mat o;         /* [H, nh*hd] */
+    float *q_norm;    /* [hd] or NULL */
+    float *k_norm;    /* [hd] or NULL */
+
+    /* Linear attention (GatedDeltaNet). */
+    fm_mat in_qkv;      /* [2*nk*dk + nv*dv, H] (Qwen3.5) */
+    fm_mat in_z;        /* [nv*dv, H] */
+    fm_mat in_b, in_a;  /* [nv, H] */
+    fm_mat in_qkvz;     /* [2*nk*dk + 2*nv*dv, H] grouped per key head (Qwen3-Next); data NULL if absent */
+    fm_mat in_ba;       /* [2*nv, H] grouped per key head (Qwen3-Next) */
+    float *conv;        /* [conv_dim, kernel] */
+    float *neg_exp_a;   /* [nv] -exp(A_log) */
+    float *dt_bias;     /* [nv] */
+    float *lin_norm;    /* [dv] plain multiplier of the gated RMSNorm */
+    fm_mat out_proj;    /* [H, nv*dv] */
+
+    /* Sparse MoE (layer_moe) or dense MLP. */
+    fm_mat router;      /* [E, H] */
+    fm_ffn *experts;    /* [E] */
+    fm_ffn shared;      /* [Fs] (has_shared_expert) */
+    fm_mat shared_gate; /* [1, H] */
+    fm_ffn dense;       /* [Fd] when !layer_moe */
+} fm_layer;
+
+struct fm_model {
+    fm_config cfg;
+    ckpt *ckpt;
+    fm_model_info info;
+    fm_mat embed;   /* [V, H] */
+    fm_mat lm_head; /* [V, H] (the embedding when tied) */
+    float *final_norm; /* [H] */
+    float *rope_inv_freq; /* [rotary_dim / 2] */
+    fm_layer *layers;  /* [n_layers] */
+    void **owned;      /* float arrays converted at load, freed on close */
+    int n_owned, cap_owned;
+};
+
+#endif

@@ -1,0 +1,145 @@
+/* Session lifecycle and fm_session_eval (see session.h). */
+#include "model/session.h"
+
+#include "core/error.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static int max_int(int a, int b) { return a > b ? a : b; }
+
+fm_status fm_session_new(fm_model *m, const fm_session_options *opt, fm_session **out) {
+    *out = NULL;
+    const fm_config *c = &m->cfg;
+    fm_session *s = calloc(1, sizeof *s);
+    if (!s) return fm_error(FM_ERR_NOMEM, "out of memory");
+    s->model = m;
+    s->max_context = opt && opt->max_context > 0 ? opt->max_context : c->max_position_embeddings;
+    const int L = c->n_layers, H = c->hidden_size;
+    const int key_dim = c->lin_n_k_heads * c->lin_k_dim, value_dim = c->lin_n_v_heads * c->lin_v_dim;
+    const int conv_dim = 2 * key_dim + value_dim;
+    s->k_cache = calloc((size_t)L, sizeof *s->k_cache);
+    s->v_cache = calloc((size_t)L, sizeof *s->v_cache);
+    s->conv_state = calloc((size_t)L, sizeof *s->conv_state);
+    s->recurrent = calloc((size_t)L, sizeof *s->recurrent);
+    if (!s->k_cache || !s->v_cache || !s->conv_state || !s->recurrent) goto nomem;
+    for (int i = 0; i < L; i++) {
+        if (c->layer_full_attention[i]) continue;
+        s->conv_state[i] = calloc((size_t)conv_dim * (c->lin_conv_kernel - 1), sizeof(float));
+        s->recurrent[i] = calloc((size_t)c->lin_n_v_heads * c->lin_k_dim * c->lin_v_dim, sizeof(float));
+        if (!s->conv_state[i] || !s->recurrent[i]) goto nomem;
+    }
+
+    /* Widest per-token temporary any block needs. */
+    int widest = max_int(H, c->n_heads * c->head_dim * 2);
+    widest = max_int(widest, 2 * key_dim + 2 * value_dim);
+    widest = max_int(widest, max_int(c->expert_ffn, max_int(c->shared_ffn, c->dense_ffn)));
+    widest = max_int(widest, 2 * c->lin_n_v_heads);
+    s->big_size = (size_t)FM_UBATCH * widest;
+    fm_scratch *w = &s->scratch;
+    w->x = malloc((size_t)FM_UBATCH * H * sizeof(float));
+    w->xn = malloc((size_t)FM_UBATCH * H * sizeof(float));
+    w->out = malloc((size_t)FM_UBATCH * H * sizeof(float));
+    w->router = malloc((size_t)FM_UBATCH * max_int(c->n_experts, 1) * sizeof(float));
+    w->sel = malloc((size_t)FM_UBATCH * max_int(c->n_experts_used, 1) * sizeof(int));
+    w->sel_w = malloc((size_t)FM_UBATCH * max_int(c->n_experts_used, 1) * sizeof(float));
+    if (!w->x || !w->xn || !w->out || !w->router || !w->sel || !w->sel_w) goto nomem;
+    for (int i = 0; i < 6; i++)
+        if (!(w->big[i] = malloc(s->big_size * sizeof(float)))) goto nomem;
+    *out = s;
+    return FM_OK;
+nomem:
+    fm_session_free(s);
+    return fm_error(FM_ERR_NOMEM, "out of memory creating a session");
+}
+
+void fm_session_free(fm_session *s) {
+    if (!s) return;
+    for (int i = 0; s->k_cache && i < s->model->cfg.n_layers; i++) {
+        free(s->k_cache[i]);
+        free(s->v_cache[i]);
+        free(s->conv_state[i]);
+        free(s->recurrent[i]);
+    }
+    free(s->k_cache);
+    free(s->v_cache);
+    free(s->conv_state);
+    free(s->recurrent);
+    fm_scratch *w = &s->scratch;
+    free(w->x);
+    free(w->xn);
+    free(w->out);
+    free(w->router);
+    free(w->sel);
+    free(w->sel_w);
+    for (int i = 0; i < 6; i++) free(w->big[i]);
+    free(s);
+}
+
+void fm_session_reset(fm_session *s) {
+    const fm_config *c = &s->model->cfg;
+    const int conv_dim = 2 * c->lin_n_k_heads * c->lin_k_dim + c->lin_n_v_heads * c->lin_v_dim;
+    for (int i = 0; i < c->n_layers; i++) {
+        if (c->layer_full_attention[i]) continue;
+        memset(s->conv_state[i], 0, (size_t)conv_dim * (c->lin_conv_kernel - 1) * sizeof(float));
+        memset(s->recurrent[i], 0, (size_t)c->lin_n_v_heads * c->lin_k_dim * c->lin_v_dim * sizeof(float));
+    }
+    s->pos = 0;
+}
+
+int fm_session_position(const fm_session *s) { return s->pos; }
+
+void fm_session_capture_hidden(fm_session *s, float *dst) { s->capture_hidden = dst; }
+
+/* Grows every full-attention layer's KV cache to hold `needed` positions. */
+static fm_status reserve_kv(fm_session *s, int needed) {
+    if (needed <= s->kv_capacity) return FM_OK;
+    const fm_config *c = &s->model->cfg;
+    int cap = max_int(needed, max_int(256, s->kv_capacity * 2));
+    if (cap > s->max_context) cap = s->max_context;
+    size_t row = (size_t)c->n_kv_heads * c->head_dim * sizeof(float);
+    for (int i = 0; i < c->n_layers; i++) {
+        if (!c->layer_full_attention[i]) continue;
+        float *k = realloc(s->k_cache[i], (size_t)cap * row);
+        if (k) s->k_cache[i] = k;
+        float *v = realloc(s->v_cache[i], (size_t)cap * row);
+        if (v) s->v_cache[i] = v;
+        if (!k || !v)
+            return fm_error(FM_ERR_NOMEM, "out of memory growing the KV cache to %d tokens", cap);
+    }
+    s->kv_capacity = cap;
+    return FM_OK;
+}
+
+fm_status fm_session_eval(fm_session *s, const int32_t *tokens, int n, fm_logits_mode mode, float *logits) {
+    const fm_config *c = &s->model->cfg;
+    if (n <= 0) return fm_error(FM_ERR_ARGUMENT, "no tokens to evaluate");
+    if (!tokens || (mode != FM_LOGITS_NONE && !logits)) return fm_error(FM_ERR_ARGUMENT, "NULL buffer");
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
+            return fm_error(FM_ERR_ARGUMENT, "token id %d at position %d is outside the vocabulary [0, %d)",
+                            tokens[i], i, c->vocab_size);
+    if (n > s->max_context - s->pos)
+        return fm_error(FM_ERR_ARGUMENT, "%d tokens after %d exceed the context limit of %d tokens", n, s->pos,
+                        s->max_context);
+    fm_status st = reserve_kv(s, s->pos + n);
+    if (st != FM_OK) return st;
+
+    const size_t V = (size_t)c->vocab_size;
+    for (int done = 0; done < n;) {
+        int ub = n - done < FM_UBATCH ? n - done : FM_UBATCH;
+        int last = done + ub == n;
+        int row0 = ub;      /* rows of this micro-batch that need logits */
+        float *dst = NULL;
+        if (mode == FM_LOGITS_ALL) {
+            row0 = 0;
+            dst = logits + (size_t)done * V;
+        } else if (mode == FM_LOGITS_LAST && last) {
+            row0 = ub - 1;
+            dst = logits;
+        }
+        forward_ubatch(s, tokens + done, ub, row0, dst, done, n);
+        done += ub;
+    }
+    return FM_OK;
+}

@@ -1,0 +1,50 @@
+/* The session: per-conversation state and scratch. Internal; the public view
+ * is fm_session in flashmoe.h.
+ *
+ * State per layer: full attention keeps K and V for every past position;
+ * linear attention keeps the last (kernel-1) conv inputs per channel and the
+ * recurrent matrix S per value head. */
+#ifndef FM_MODEL_SESSION_H
+#define FM_MODEL_SESSION_H
+
+#include "model/model.h"
+
+/* Tokens per forward micro-batch: the weights are read once per micro-batch. */
+#define FM_UBATCH 64
+
+typedef struct {
+    float *x;      /* [ub, H] residual stream */
+    float *xn;     /* [ub, H] normalised input of a block */
+    float *out;    /* [ub, H] block output */
+    float *big[6]; /* per-block temporaries, each [ub, widest projection] */
+    float *router; /* [ub, E] */
+    int *sel;      /* [ub, K] chosen experts */
+    float *sel_w;  /* [ub, K] their weights */
+} fm_scratch;
+
+struct fm_session {
+    fm_model *model;
+    int pos, max_context, kv_capacity;
+    float **k_cache, **v_cache; /* [n_layers] → [kv_capacity, nkv*hd] (full-attention layers) */
+    float **conv_state;         /* [n_layers] → [conv_dim, kernel-1] (linear layers) */
+    float **recurrent;          /* [n_layers] → [nv, dk, dv] */
+    fm_scratch scratch;
+    size_t big_size;            /* floats in each scratch.big[i] */
+    /* Test hook: when set, eval writes [n_layers+1, n_tokens, H] hidden states
+     * as transformers' output_hidden_states does (the last after the final norm). */
+    float *capture_hidden;
+};
+
+/* Runs one micro-batch (n ≤ FM_UBATCH) at s->pos; writes the normalised final
+ * hidden state of the rows in [logit_row0, n) and their logits into `logits`. */
+void forward_ubatch(fm_session *s, const int32_t *tokens, int n, int logit_row0, float *logits,
+                    int capture_offset, int capture_total);
+
+void attention_forward(fm_session *s, int layer, int n);
+void deltanet_forward(fm_session *s, int layer, int n);
+void moe_forward(fm_session *s, int layer, int n);
+
+/* Test hook (see capture_hidden). */
+void fm_session_capture_hidden(fm_session *s, float *dst);
+
+#endif

@@ -1,0 +1,71 @@
+#include "test_util.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include <sys/stat.h>
+
+const char *test_models_dir(void) {
+    const char *d = getenv("FM_TEST_MODELS");
+    return d && *d ? d : "build/models";
+}
+
+const char *test_tmp_dir(void) {
+    static char dir[512];
+    if (!dir[0]) {
+        const char *base = getenv("FM_TEST_TMP");
+        snprintf(dir, sizeof dir, "%s/fmtest-%d", base && *base ? base : "/tmp", (int)getpid());
+        mkdir(dir, 0755);
+    }
+    return dir;
+}
+
+double rel_l2(const float *a, const float *b, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)a[i] - b[i];
+        num += d * d;
+        den += (double)b[i] * b[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+double max_abs_diff(const float *a, const float *b, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (d > m || isnan(d)) m = d;
+    }
+    return m;
+}
+
+void report(const char *label, const float *got, const float *want, size_t n) {
+    printf("  %-40s rel_l2 %.3e  max|diff| %.3e  first:", label, rel_l2(got, want, n), max_abs_diff(got, want, n));
+    for (size_t i = 0; i < n && i < 3; i++) printf(" %.5f/%.5f", got[i], want[i]);
+    printf("\n");
+}
+
+float rand_uniform(uint64_t *s) {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return (float)((*s >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
+}
+
+void fill_random(float *x, size_t n, uint64_t *seed) {
+    for (size_t i = 0; i < n; i++) x[i] = rand_uniform(seed);
+}
+
+const st_tensor *ref_tensor(const st_file *f, const char *name) {
+    const st_tensor *t = st_file_find(f, name);
+    if (!t) fail_msg("reference tensor '%s' missing in %s", name, f->path);
+    return t;
+}
+
+int write_file(const char *path, const void *data, size_t len) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return -1;
+    size_t w = fwrite(data, 1, len, f);
+    return fclose(f) == 0 && w == len ? 0 : -1;
+}
