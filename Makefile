@@ -23,7 +23,7 @@ LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 APP_OBJ := $(APP_SRC:%.c=$(BUILD)/%.o)
 
 .PHONY: all portable asan test bench demo clean fuzz
-all: $(BUILD)/flashmoe $(TESTS:%=$(BUILD)/tests/%) $(BUILD)/bench/bench_decode
+all: $(BUILD)/flashmoe $(TESTS:%=$(BUILD)/tests/%) $(BUILD)/tests/ref_tool $(BUILD)/bench/bench_decode
 
 portable:
 	$(MAKE) MODE=portable
@@ -68,3 +68,7 @@ clean:
 	rm -rf build
 
 -include $(LIB_OBJ:.o=.d) $(APP_OBJ:.o=.d)
+
+$(BUILD)/tests/ref_tool: tests/tools/ref_tool.c $(BUILD)/libflashmoe.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libflashmoe.a $(LDLIBS)

@@ -1,0 +1,36 @@
+/* The flashmoe command line: a thin client of flashmoe.h. Each command is one
+ * file (cmd_*.c); shared option parsing lives in cli.c. Only app/ exits. */
+#ifndef FM_APP_CLI_H
+#define FM_APP_CLI_H
+
+#include "flashmoe.h"
+
+#include <stdint.h>
+#include <stdio.h>
+
+typedef struct {
+    const char *model_dir;
+    int n_threads;
+    int max_context;
+} cli_common;
+
+/* Prints "flashmoe: <message>" to stderr; returns 1 (the exit code). */
+int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Same, with fm_last_error() after the message. */
+int cli_fail_lib(const char *what);
+
+/* Handles -m/--model, -t/--threads, --ctx. Returns 1 if argv[*i] was one of
+ * them (consuming its value), 0 if not, -1 on a bad value. */
+int cli_parse_common(int argc, char **argv, int *i, cli_common *c);
+/* Opens the model named by -m (required). 0 on success, else the exit code. */
+int cli_open_model(const cli_common *c, fm_model **model, fm_session **session);
+/* "1,2,3" → ids. 0 on success, else the exit code (message printed). */
+int cli_parse_ids(const char *text, int32_t **ids, int *n);
+/* Non-negative integer option value; -1 if invalid. */
+long cli_parse_count(const char *text);
+
+int cmd_info(int argc, char **argv);
+int cmd_score(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
+
+#endif

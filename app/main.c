@@ -1,0 +1,46 @@
+/* flashmoe: command dispatch. */
+#include "cli.h"
+
+#include <string.h>
+
+#define FLASHMOE_VERSION "0.1.0"
+
+static void usage(FILE *out) {
+    fputs("flashmoe " FLASHMOE_VERSION " — Mixture-of-Experts inference from Hugging Face checkpoints\n"
+          "\n"
+          "usage: flashmoe COMMAND [options]\n"
+          "\n"
+          "commands:\n"
+          "  info      -m DIR                          architecture, dimensions, layer schedule, sizes\n"
+          "  score     -m DIR --ids 1,2,3 -o OUT       logits of every position, raw float32 [T, vocab]\n"
+          "  generate  -m DIR --ids 1,2,3 -n N --greedy  N generated token ids on one line\n"
+          "\n"
+          "common options:\n"
+          "  -m, --model DIR     model directory (config.json + safetensors)\n"
+          "  -t, --threads N     compute threads (default: one per core)\n"
+          "  --ctx N             context limit in tokens (default: the model's max_position_embeddings)\n"
+          "\n"
+          "Run 'flashmoe COMMAND --help' for a command's options.\n",
+          out);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 1;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "--version")) {
+        puts("flashmoe " FLASHMOE_VERSION);
+        return 0;
+    }
+    if (!strcmp(cmd, "info")) return cmd_info(argc - 1, argv + 1);
+    if (!strcmp(cmd, "score")) return cmd_score(argc - 1, argv + 1);
+    if (!strcmp(cmd, "generate")) return cmd_generate(argc - 1, argv + 1);
+    usage(stderr);
+    return cli_fail("unknown command '%s'", cmd);
+}

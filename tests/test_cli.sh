@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# End-to-end tests of the flashmoe commands on the bundled models: outputs
+# against transformers' reference, and bad input (exit code 1, a message
+# naming the problem, no partial output).
+#   tests/test_cli.sh BUILD_DIR MODELS_DIR
+set -u
+BUILD=${1:-build/native}
+MODELS=${2:-build/models}
+FM=$BUILD/flashmoe
+REF=$BUILD/tests/ref_tool
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+pass=0
+fail=0
+
+ok() { pass=$((pass + 1)); echo "ok - $1"; }
+not_ok() { fail=$((fail + 1)); echo "not ok - $1"; [ -n "${2:-}" ] && sed 's/^/    /' <<<"$2"; }
+
+# expect_fail NAME SUBSTRING CMD...: exit code 1 and SUBSTRING in stderr.
+expect_fail() {
+    local name=$1 want=$2
+    shift 2
+    local err
+    err=$("$@" 2>&1 >/dev/null)
+    local rc=$?
+    if [ $rc -eq 1 ] && grep -qF -- "$want" <<<"$err"; then ok "$name"; else not_ok "$name (rc=$rc)" "$err"; fi
+}
+
+for model in qwen35moe qwen35moe_fused qwen35moe_text qwen35moe_tok qwen3next qwen3moe mixtral; do
+    dir=$MODELS/$model
+    ref=$dir/reference.safetensors
+    [ "$model" = qwen35moe_fused ] && ref=$MODELS/qwen35moe/reference.safetensors
+    ids=$($REF ids "$ref" input_ids)
+    full=$($REF ids "$ref" full_ids)
+
+    if out=$($FM info -m "$dir" 2>&1) && grep -q "^architecture" <<<"$out" && grep -q "active per token" <<<"$out"; then
+        ok "$model: info"
+    else
+        not_ok "$model: info" "$out"
+    fi
+
+    rm -f "$TMP/logits"
+    if $FM score -m "$dir" --ids "$ids" -o "$TMP/logits" && out=$($REF compare "$TMP/logits" "$ref" logits 1e-4); then
+        ok "$model: score matches reference logits ($out)"
+    else
+        not_ok "$model: score matches reference logits" "${out:-}"
+    fi
+    if $FM score -m "$dir" --ids "$full" -o "$TMP/full" && out=$($REF compare "$TMP/full" "$ref" full_logits 1e-4); then
+        ok "$model: score of prompt+continuation matches full_logits ($out)"
+    else
+        not_ok "$model: score of prompt+continuation" "${out:-}"
+    fi
+    [ -z "$(ls "$TMP" | grep tmp)" ] && ok "$model: no temporary files left" || not_ok "$model: temporary files left"
+
+    want=$($REF tokens "$ref" greedy_tokens)
+    got=$($FM generate -m "$dir" --ids "$ids" -n 24 --greedy)
+    if [ "$got" = "$want" ]; then ok "$model: generate equals transformers' greedy tokens"; else not_ok "$model: generate" "got:  $got
+want: $want"; fi
+done
+
+# ---- bad input ----------------------------------------------------------
+M=$MODELS/qwen3moe
+expect_fail "no command" "usage" $FM
+expect_fail "unknown command" "unknown command 'frobnicate'" $FM frobnicate
+expect_fail "unknown option" "unknown option '--bogus'" $FM info -m "$M" --bogus
+expect_fail "missing -m" "missing -m" $FM info
+expect_fail "missing model directory" "$TMP/nope" $FM info -m "$TMP/nope"
+expect_fail "missing --ids" "missing --ids" $FM generate -m "$M" -n 3
+expect_fail "bad ids" "'1,x,3' is not a comma-separated list" $FM generate -m "$M" --ids 1,x,3 -n 2 --greedy
+expect_fail "empty ids" "is not a comma-separated list" $FM generate -m "$M" --ids "" -n 2 --greedy
+expect_fail "token id >= vocab_size" "token id 1024 at position 1 is outside the vocabulary [0, 1024)" \
+    $FM generate -m "$M" --ids 5,1024 -n 2 --greedy
+expect_fail "bad -n" "-n: 'lots' is not a count" $FM generate -m "$M" --ids 1 -n lots --greedy
+expect_fail "context limit" "exceed the context limit of 4 tokens" $FM generate -m "$M" --ids 1,2,3,4,5 -n 1 --ctx 4
+expect_fail "bad --threads" "--threads: 'x' is not a valid count" $FM info -m "$M" --threads x
+
+rm -f "$TMP/never"
+expect_fail "score with bad id writes nothing" "outside the vocabulary" $FM score -m "$M" --ids 1,99999 -o "$TMP/never"
+[ ! -e "$TMP/never" ] && ok "no output file after a failed score" || not_ok "output file left after a failed score"
+expect_fail "score into a missing directory" "$TMP/no/such/dir/out" $FM score -m "$M" --ids 1,2 -o "$TMP/no/such/dir/out"
+
+# Damaged copies of a model.
+mk() { rm -rf "$TMP/m"; mkdir -p "$TMP/m"; cp "$M"/config.json "$M"/generation_config.json "$M"/model.safetensors "$TMP/m/"; }
+mk; size=$(stat -c %s "$TMP/m/model.safetensors"); head -c $((size / 2)) "$M/model.safetensors" >"$TMP/m/model.safetensors"
+expect_fail "truncated safetensors" "model.safetensors: tensor" $FM info -m "$TMP/m"
+mk; head -c 4 "$M/model.safetensors" >"$TMP/m/model.safetensors"
+expect_fail "safetensors shorter than its header" "too short" $FM info -m "$TMP/m"
+mk; printf '\xff\xff\xff\x00\x00\x00\x00\x00{}' >"$TMP/m/model.safetensors"
+expect_fail "header length past the end" "header length" $FM info -m "$TMP/m"
+mk; echo '{"model_type": "qwen3_moe", ' >"$TMP/m/config.json"
+expect_fail "bad JSON config" "config.json: invalid JSON" $FM info -m "$TMP/m"
+mk; sed 's/"qwen3_moe"/"llama4"/' "$M/config.json" >"$TMP/m/config.json"
+expect_fail "unknown model_type" "model_type \"llama4\" is not supported" $FM info -m "$TMP/m"
+mk; grep -v '"hidden_size"' "$M/config.json" >"$TMP/m/config.json"
+expect_fail "config missing hidden_size" "missing required key \"hidden_size\"" $FM info -m "$TMP/m"
+mk; sed 's/"hidden_size": 128/"hidden_size": 96/' "$M/config.json" >"$TMP/m/config.json"
+expect_fail "wrong-shaped tensor" "has shape [1024, 128], expected [1024, 96]" $FM info -m "$TMP/m"
+mk; rm "$TMP/m/model.safetensors"
+expect_fail "no weights" "no model.safetensors" $FM info -m "$TMP/m"
+
+echo "cli: $pass passed, $fail failed"
+[ $fail -eq 0 ]
