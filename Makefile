@@ -10,7 +10,7 @@ BUILD := build/$(MODE)
 CC ?= cc
 
 CFLAGS_native   := -O3 -march=native
-CFLAGS_portable := -O3
+CFLAGS_portable := -O3 -DFM_MULTIVERSION
 CFLAGS_asan     := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 CFLAGS := -std=c11 -Wall -Wextra -D_GNU_SOURCE -Iinclude -Isrc -fopenmp $(CFLAGS_$(MODE)) $(EXTRA_CFLAGS)
 LDLIBS := -lcjson -lm
@@ -23,7 +23,7 @@ LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 APP_OBJ := $(APP_SRC:%.c=$(BUILD)/%.o)
 
 .PHONY: all portable asan test bench demo clean fuzz
-all: $(BUILD)/flashmoe $(TESTS:%=$(BUILD)/tests/%) $(BUILD)/tests/ref_tool $(BUILD)/bench/bench_decode
+all: $(BUILD)/flashmoe $(TESTS:%=$(BUILD)/tests/%) $(BUILD)/tests/ref_tool $(BUILD)/bench/bench_decode $(BUILD)/bench/synth_model
 
 portable:
 	$(MAKE) MODE=portable

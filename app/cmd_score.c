@@ -15,7 +15,7 @@ static int write_atomically(const char *path, const float *data, size_t n) {
     snprintf(tmp, len, "%s.tmp.%d", path, (int)getpid());
     FILE *f = fopen(tmp, "wb");
     if (!f) {
-        int rc = cli_fail("%s: cannot create: %s", tmp, strerror(errno));
+        int rc = cli_fail("%s: cannot create: %s", path, strerror(errno));
         free(tmp);
         return rc;
     }

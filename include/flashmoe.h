@@ -52,6 +52,9 @@ typedef struct {
     /* Counts over the text model's tensors (vision tower and MTP head excluded). */
     uint64_t params_total, params_experts, params_dense, params_active;
     uint64_t bytes_total, bytes_experts, bytes_dense, bytes_active;
+    /* Weight bytes one decode step reads: active bytes, with the embedding
+     * table counted as one row unless it is also the LM head. */
+    uint64_t bytes_per_token;
 } fm_model_info;
 
 fm_status fm_model_open(const char *dir, const fm_model_options *options, fm_model **out);

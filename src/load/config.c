@@ -166,6 +166,9 @@ static fm_status parse_root(cJSON *root, const char *label, fm_config *cfg) {
         (st = cfg_int(&r, "num_attention_heads", CFG_REQUIRED, 0, 1, &cfg->n_heads)) ||
         (st = cfg_int(&r, "num_key_value_heads", CFG_OPTIONAL, cfg->n_heads, 1, &cfg->n_kv_heads)))
         return st;
+    /* Far above any real model; keeps a hostile config from asking for huge allocations. */
+    if (cfg->n_layers > 4096)
+        return fm_error(FM_ERR_FORMAT, "%s: num_hidden_layers %d is implausible (at most 4096)", label, cfg->n_layers);
     heads_default = cfg->hidden_size / cfg->n_heads;
     double eps = 0;
     if ((st = cfg_int(&r, "head_dim", CFG_OPTIONAL, heads_default, 1, &cfg->head_dim)) ||

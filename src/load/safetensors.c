@@ -77,7 +77,7 @@ static fm_status parse_entry(const cJSON *item, uint64_t data_size, const char *
                         label, name);
     if (begin > end || end > data_size)
         return fm_error(FM_ERR_FORMAT,
-                        "%s: tensor '%s': data_offsets [%llu, %llu] out of range (data section is %llu bytes)",
+                        "%s: tensor '%s': data_offsets [%llu, %llu] out of range (data section is %llu bytes; truncated file?)",
                         label, name, (unsigned long long)begin, (unsigned long long)end,
                         (unsigned long long)data_size);
     uint64_t expected = numel * fm_dtype_size(t->dtype);

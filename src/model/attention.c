@@ -5,7 +5,7 @@
 #include "backend/cpu/kernels.h"
 #include "model/session.h"
 
-#include <stdlib.h>
+#include <omp.h>
 #include <string.h>
 
 void attention_forward(fm_session *s, int layer, int n) {
@@ -56,7 +56,7 @@ void attention_forward(fm_session *s, int layer, int n) {
     const float *keys = s->k_cache[layer], *values = s->v_cache[layer];
 #pragma omp parallel
     {
-        float *scores = malloc((size_t)(s->pos + n) * sizeof *scores);
+        float *scores = s->scores + (size_t)omp_get_thread_num() * s->kv_capacity;
 #pragma omp for schedule(dynamic, 1) collapse(2)
         for (int t = 0; t < n; t++) {
             for (int h = 0; h < nh; h++) {
@@ -78,7 +78,6 @@ void attention_forward(fm_session *s, int layer, int n) {
                 }
             }
         }
-        free(scores);
     }
     cpu_matmul(w->out, att, n, &l->o);
 }

@@ -57,6 +57,8 @@ static void fill_info(fm_model *m) {
     /* Every MoE layer runs K of its E experts per token. */
     in->params_active = in->params_dense + in->params_experts / (uint64_t)c->n_experts * (uint64_t)c->n_experts_used;
     in->bytes_active = in->bytes_dense + in->bytes_experts / (uint64_t)c->n_experts * (uint64_t)c->n_experts_used;
+    uint64_t row = (uint64_t)c->hidden_size * fm_dtype_size(m->embed.dtype);
+    in->bytes_per_token = in->bytes_active - (c->tie_word_embeddings ? 0 : row * (uint64_t)c->vocab_size - row);
 }
 
 fm_status fm_model_open(const char *dir, const fm_model_options *opt, fm_model **out) {

@@ -5,6 +5,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <omp.h>
 
 static int max_int(int a, int b) { return a > b ? a : b; }
 
@@ -65,6 +66,7 @@ void fm_session_free(fm_session *s) {
     free(s->v_cache);
     free(s->conv_state);
     free(s->recurrent);
+    free(s->scores);
     fm_scratch *w = &s->scratch;
     free(w->x);
     free(w->xn);
@@ -93,7 +95,7 @@ void fm_session_capture_hidden(fm_session *s, float *dst) { s->capture_hidden = 
 
 /* Grows every full-attention layer's KV cache to hold `needed` positions. */
 static fm_status reserve_kv(fm_session *s, int needed) {
-    if (needed <= s->kv_capacity) return FM_OK;
+    if (needed <= s->kv_capacity && s->score_threads >= omp_get_max_threads()) return FM_OK;
     const fm_config *c = &s->model->cfg;
     int cap = max_int(needed, max_int(256, s->kv_capacity * 2));
     if (cap > s->max_context) cap = s->max_context;
@@ -107,6 +109,11 @@ static fm_status reserve_kv(fm_session *s, int needed) {
         if (!k || !v)
             return fm_error(FM_ERR_NOMEM, "out of memory growing the KV cache to %d tokens", cap);
     }
+    int threads = omp_get_max_threads();
+    float *scores = realloc(s->scores, (size_t)threads * cap * sizeof *scores);
+    if (!scores) return fm_error(FM_ERR_NOMEM, "out of memory growing the KV cache to %d tokens", cap);
+    s->scores = scores;
+    s->score_threads = threads;
     s->kv_capacity = cap;
     return FM_OK;
 }

@@ -29,6 +29,8 @@ struct fm_session {
     float **conv_state;         /* [n_layers] → [conv_dim, kernel-1] (linear layers) */
     float **recurrent;          /* [n_layers] → [nv, dk, dv] */
     fm_scratch scratch;
+    float *scores;              /* [threads, kv_capacity] attention scores */
+    int score_threads;
     size_t big_size;            /* floats in each scratch.big[i] */
     /* Test hook: when set, eval writes [n_layers+1, n_tokens, H] hidden states
      * as transformers' output_hidden_states does (the last after the final norm). */

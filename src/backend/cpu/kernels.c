@@ -5,6 +5,15 @@
 
 #define LANES 16
 
+/* The portable build compiles the dot products for AVX-512, AVX2+FMA and
+ * baseline x86-64 and picks one at load time (GCC function multiversioning);
+ * the native build is already compiled for the host. */
+#if defined(FM_MULTIVERSION) && defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define FM_DISPATCH __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define FM_DISPATCH
+#endif
+
 static inline float reduce_lanes(const float *acc) {
     float s8[8], s4[4];
     for (int j = 0; j < 8; j++) s8[j] = acc[j] + acc[j + 8];
@@ -12,7 +21,7 @@ static inline float reduce_lanes(const float *acc) {
     return (s4[0] + s4[2]) + (s4[1] + s4[3]);
 }
 
-float cpu_dot(const float *a, const float *b, int n) {
+FM_DISPATCH float cpu_dot(const float *a, const float *b, int n) {
     float acc[LANES] = {0};
     int i = 0;
     for (; i + LANES <= n; i += LANES)
@@ -22,7 +31,7 @@ float cpu_dot(const float *a, const float *b, int n) {
     return s;
 }
 
-static float dot_bf16(const uint16_t *w, const float *x, int n) {
+FM_DISPATCH static float dot_bf16(const uint16_t *w, const float *x, int n) {
     float acc[LANES] = {0};
     int i = 0;
     for (; i + LANES <= n; i += LANES)
@@ -32,7 +41,7 @@ static float dot_bf16(const uint16_t *w, const float *x, int n) {
     return s;
 }
 
-static float dot_f16(const uint16_t *w, const float *x, int n) {
+FM_DISPATCH static float dot_f16(const uint16_t *w, const float *x, int n) {
     float acc[LANES] = {0};
     int i = 0;
     for (; i + LANES <= n; i += LANES)
@@ -51,29 +60,40 @@ float cpu_dot_row(const fm_mat *W, int row, const float *x) {
     }
 }
 
+/* Four bf16 rows against one vector: each load of x serves four rows. */
+FM_DISPATCH static void dot4_bf16(const uint16_t *w, size_t stride, const float *x, int n, float *out) {
+    float acc[4][LANES] = {{0}};
+    int i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int r = 0; r < 4; r++)
+            for (int j = 0; j < LANES; j++) acc[r][j] += fm_bf16_to_f32(w[r * stride + i + j]) * x[i + j];
+    for (int r = 0; r < 4; r++) {
+        float s = reduce_lanes(acc[r]);
+        for (int k = i; k < n; k++) s += fm_bf16_to_f32(w[r * stride + k]) * x[k];
+        out[r] = s;
+    }
+}
+
 void cpu_matmul(float *y, const float *x, int T, const fm_mat *W) {
     const int rows = W->rows, cols = W->cols;
+    if (T == 1 && W->dtype == FM_DTYPE_BF16 && !getenv("FM_NO_DOT4")) {
+        const int blocks = rows / 4;
+#pragma omp parallel for schedule(static) if (rows >= 64)
+        for (int b = 0; b < blocks; b++)
+            dot4_bf16((const uint16_t *)W->data + (size_t)b * 4 * cols, (size_t)cols, x, cols, y + 4 * b);
+        for (int r = blocks * 4; r < rows; r++) y[r] = cpu_dot_row(W, r, x);
+        return;
+    }
     if (T == 1) {
 #pragma omp parallel for schedule(static) if (rows >= 64)
         for (int r = 0; r < rows; r++) y[r] = cpu_dot_row(W, r, x);
         return;
     }
-    /* Several tokens: widen each weight row once, then reuse it for all T. */
-#pragma omp parallel if (rows >= 16)
-    {
-        float *wrow = W->dtype == FM_DTYPE_F32 ? NULL : malloc((size_t)cols * sizeof *wrow);
-#pragma omp for schedule(static)
-        for (int r = 0; r < rows; r++) {
-            const float *w = (const float *)W->data + (size_t)r * cols;
-            if (wrow) {
-                fm_dtype_to_f32(wrow, (const char *)W->data + (size_t)r * cols * fm_dtype_size(W->dtype), W->dtype,
-                                (size_t)cols);
-                w = wrow;
-            }
-            for (int t = 0; t < T; t++) y[(size_t)t * rows + r] = cpu_dot(w, x + (size_t)t * cols, cols);
-        }
-        free(wrow);
-    }
+    /* Several tokens: one weight row at a time against all T inputs, so the row
+     * is read from memory once and stays in L1 for the other tokens. */
+#pragma omp parallel for schedule(static) if (rows >= 16)
+    for (int r = 0; r < rows; r++)
+        for (int t = 0; t < T; t++) y[(size_t)t * rows + r] = cpu_dot_row(W, r, x + (size_t)t * cols);
 }
 
 void cpu_rmsnorm(float *y, const float *x, const float *w, int n, float eps) {

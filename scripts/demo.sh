@@ -1,0 +1,18 @@
+#!/bin/sh
+# The README's main job: describe a bundled model and generate from it.
+# qwen35moe_tok is a tiny random-weight Qwen3.5-MoE with the real Qwen3
+# vocabulary (151,936 tokens); its continuation is compared with the one
+# Hugging Face transformers produced.
+set -e
+cd "$(dirname "$0")/.."
+./scripts/unpack-models.sh
+FM=build/native/flashmoe
+M=build/models/qwen35moe_tok
+REF=build/native/tests/ref_tool
+$FM info -m $M
+echo
+ids=$($REF ids $M/reference.safetensors input_ids)
+echo "prompt ids:       $ids"
+printf "flashmoe:         "
+$FM generate -m $M --ids "$ids" -n 24 --greedy --stats
+echo "transformers:     $($REF tokens $M/reference.safetensors greedy_tokens)"

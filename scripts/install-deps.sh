@@ -1,0 +1,9 @@
+#!/bin/sh
+# Installs what flashmoe needs to build and test on Debian 12 (run as root or with sudo).
+set -e
+SUDO=
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends \
+    build-essential libcjson-dev libcmocka-dev zstd clang libclang-rt-14-dev >/dev/null
+echo "dependencies installed"
