@@ -120,7 +120,7 @@ static fm_status read_rope(const cfg_reader *r, fm_config *cfg, double default_p
     if (st != FM_OK) return st;
     if (!(theta > 0)) return fm_error(FM_ERR_FORMAT, "%s: rope_theta must be positive", r->path);
     cfg->rope_theta = theta;
-    cfg->rotary_dim = (int)(cfg->head_dim * partial);
+    cfg->rotary_dim = partial > 0 && partial <= 1 ? (int)(cfg->head_dim * partial) : 0;
     if (!(partial > 0 && partial <= 1) || cfg->rotary_dim < 2 || cfg->rotary_dim % 2)
         return fm_error(FM_ERR_FORMAT, "%s: partial_rotary_factor %g gives rotary dimension %d (must be even, > 0)",
                         r->path, partial, cfg->rotary_dim);
@@ -177,7 +177,8 @@ static fm_status parse_root(cJSON *root, const char *label, fm_config *cfg) {
         (st = cfg_int(&r, "max_position_embeddings", CFG_OPTIONAL, 4096, 1, &cfg->max_position_embeddings)) ||
         (st = cfg_int(&r, "num_experts_per_tok", CFG_REQUIRED, 0, 1, &cfg->n_experts_used)))
         return st;
-    if (!(eps > 0)) return fm_error(FM_ERR_FORMAT, "%s: rms_norm_eps must be positive", label);
+    if (!(eps >= 1e-30 && eps <= 1.0))
+        return fm_error(FM_ERR_FORMAT, "%s: rms_norm_eps %g is out of range (1e-30 .. 1)", label, eps);
     cfg->rms_norm_eps = (float)eps;
     /* A multimodal checkpoint may keep tie_word_embeddings at the top level only. */
     if (r.root != root && !cJSON_GetObjectItemCaseSensitive(r.root, "tie_word_embeddings")) {

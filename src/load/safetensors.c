@@ -149,6 +149,10 @@ fm_status st_file_open(const char *path, st_file **out) {
         st = fm_error(FM_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
         goto fail;
     }
+    if (!S_ISREG(sb.st_mode)) {
+        st = fm_error(FM_ERR_IO, "%s: not a regular file", path);
+        goto fail;
+    }
     uint64_t size = (uint64_t)sb.st_size;
     if (size < 8) {
         st = fm_error(FM_ERR_FORMAT, "%s: file is %llu bytes, too short for a safetensors header", path,
@@ -176,7 +180,16 @@ fm_status st_file_open(const char *path, st_file **out) {
     f->tensors = parsed.tensors;
     f->n_tensors = parsed.n_tensors;
     const unsigned char *data = p + 8 + header_len;
-    for (int i = 0; i < f->n_tensors; i++) f->tensors[i].data = data + f->tensors[i].offset;
+    for (int i = 0; i < f->n_tensors; i++) {
+        st_tensor *t = &f->tensors[i];
+        /* Writers pad the header to 8 bytes; kernels read elements in place. */
+        if ((8 + header_len + t->offset) % fm_dtype_size(t->dtype)) {
+            st = fm_error(FM_ERR_FORMAT, "%s: tensor '%s' is not aligned to its %zu-byte elements (header not padded)",
+                          path, t->name, fm_dtype_size(t->dtype));
+            goto fail;
+        }
+        t->data = data + t->offset;
+    }
     close(fd);
     *out = f;
     return FM_OK;
