@@ -1,6 +1,7 @@
 /* CPU float32 kernels (see kernels.h). */
 #include "backend/cpu/kernels.h"
 
+#include <omp.h>
 #include <stdlib.h>
 
 #define LANES 16
@@ -34,8 +35,9 @@ FM_DISPATCH float cpu_dot(const float *a, const float *b, int n) {
 FM_DISPATCH static float dot_bf16(const uint16_t *w, const float *x, int n) {
     float acc[LANES] = {0};
     int i = 0;
-    for (; i + LANES <= n; i += LANES)
+    for (; i + LANES <= n; i += LANES) {
         for (int j = 0; j < LANES; j++) acc[j] += fm_bf16_to_f32(w[i + j]) * x[i + j];
+    }
     float s = reduce_lanes(acc);
     for (; i < n; i++) s += fm_bf16_to_f32(w[i]) * x[i];
     return s;
@@ -60,40 +62,37 @@ float cpu_dot_row(const fm_mat *W, int row, const float *x) {
     }
 }
 
-/* Four bf16 rows against one vector: each load of x serves four rows. */
-FM_DISPATCH static void dot4_bf16(const uint16_t *w, size_t stride, const float *x, int n, float *out) {
-    float acc[4][LANES] = {{0}};
-    int i = 0;
-    for (; i + LANES <= n; i += LANES)
-        for (int r = 0; r < 4; r++)
-            for (int j = 0; j < LANES; j++) acc[r][j] += fm_bf16_to_f32(w[r * stride + i + j]) * x[i + j];
-    for (int r = 0; r < 4; r++) {
-        float s = reduce_lanes(acc[r]);
-        for (int k = i; k < n; k++) s += fm_bf16_to_f32(w[r * stride + k]) * x[k];
-        out[r] = s;
-    }
-}
-
 void cpu_matmul(float *y, const float *x, int T, const fm_mat *W) {
     const int rows = W->rows, cols = W->cols;
-    if (T == 1 && W->dtype == FM_DTYPE_BF16 && !getenv("FM_NO_DOT4")) {
-        const int blocks = rows / 4;
-#pragma omp parallel for schedule(static) if (rows >= 64)
-        for (int b = 0; b < blocks; b++)
-            dot4_bf16((const uint16_t *)W->data + (size_t)b * 4 * cols, (size_t)cols, x, cols, y + 4 * b);
-        for (int r = blocks * 4; r < rows; r++) y[r] = cpu_dot_row(W, r, x);
-        return;
-    }
     if (T == 1) {
 #pragma omp parallel for schedule(static) if (rows >= 64)
         for (int r = 0; r < rows; r++) y[r] = cpu_dot_row(W, r, x);
         return;
     }
-    /* Several tokens: one weight row at a time against all T inputs, so the row
-     * is read from memory once and stays in L1 for the other tokens. */
-#pragma omp parallel for schedule(static) if (rows >= 16)
-    for (int r = 0; r < rows; r++)
-        for (int t = 0; t < T; t++) y[(size_t)t * rows + r] = cpu_dot_row(W, r, x + (size_t)t * cols);
+    /* Several tokens: widen each weight row once into a per-thread buffer, then
+     * use it for all T inputs (the row is read from memory once). Without a
+     * buffer (out of memory) fall back to widening per token. */
+    const int threads = rows >= 16 ? omp_get_max_threads() : 1;
+    float *wide = W->dtype == FM_DTYPE_F32 ? NULL : malloc((size_t)threads * cols * sizeof *wide);
+#pragma omp parallel num_threads(threads)
+    {
+        float *wrow = wide ? wide + (size_t)omp_get_thread_num() * cols : NULL;
+#pragma omp for schedule(static)
+        for (int r = 0; r < rows; r++) {
+            if (W->dtype == FM_DTYPE_F32 || wrow) {
+                const float *w = (const float *)W->data + (size_t)r * cols;
+                if (wrow) {
+                    fm_dtype_to_f32(wrow, (const char *)W->data + (size_t)r * cols * fm_dtype_size(W->dtype),
+                                    W->dtype, (size_t)cols);
+                    w = wrow;
+                }
+                for (int t = 0; t < T; t++) y[(size_t)t * rows + r] = cpu_dot(w, x + (size_t)t * cols, cols);
+            } else {
+                for (int t = 0; t < T; t++) y[(size_t)t * rows + r] = cpu_dot_row(W, r, x + (size_t)t * cols);
+            }
+        }
+    }
+    free(wide);
 }
 
 void cpu_rmsnorm(float *y, const float *x, const float *w, int n, float eps) {
