@@ -3,27 +3,121 @@
  *   - prompt logits and every layer's hidden state: relative L2 ≤ 1e-4
  *   - greedy continuation (24 tokens) identical
  *   - prompt + continuation through prefill then one-token decode steps,
- *     and through one batch, against full_logits: relative L2 ≤ 1e-4 */
+ *     and through one batch, against full_logits: relative L2 ≤ 1e-4
+ * qwen3next is also run from a copy re-written as three shards with an index. */
 #include "test_util.h"
 
 #include "model/session.h"
 
+#include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define TOL 1e-4
 
 typedef struct {
     const char *name;
     const char *reference; /* fixture whose reference.safetensors applies */
+    const char *dir;       /* model directory if not under test_models_dir() */
 } fixture;
 
-static const fixture fixtures[] = {
-    {"qwen35moe", "qwen35moe"}, {"qwen35moe_fused", "qwen35moe"}, {"qwen35moe_text", "qwen35moe_text"},
-    {"qwen35moe_tok", "qwen35moe_tok"}, {"qwen3next", "qwen3next"}, {"qwen3moe", "qwen3moe"},
-    {"mixtral", "mixtral"},
+static char sharded_dir[1024];
+
+static fixture fixtures[] = {
+    {"qwen35moe", "qwen35moe", NULL},           {"qwen35moe_fused", "qwen35moe", NULL},
+    {"qwen35moe_text", "qwen35moe_text", NULL}, {"qwen35moe_tok", "qwen35moe_tok", NULL},
+    {"qwen3next", "qwen3next", NULL},           {"qwen3moe", "qwen3moe", NULL},
+    {"mixtral", "mixtral", NULL},               {"qwen3next_sharded", "qwen3next", sharded_dir},
 };
+
+static void copy_file(const char *src, const char *dst) {
+    FILE *in = fopen(src, "rb"), *out = fopen(dst, "wb");
+    if (!in || !out) fail_msg("cannot copy %s to %s", src, dst);
+    char buf[65536];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, in)) > 0) assert_int_equal(fwrite(buf, 1, n, out), n);
+    fclose(in);
+    assert_int_equal(fclose(out), 0);
+}
+
+/* Re-writes `src`'s model.safetensors as three shards (tensors dealt round
+ * robin, headers padded to 8 bytes) plus model.safetensors.index.json. */
+static int make_sharded_copy(void **state) {
+    (void)state;
+    char src[1024], path[1200];
+    snprintf(src, sizeof src, "%s/qwen3next", test_models_dir());
+    snprintf(sharded_dir, sizeof sharded_dir, "%s/qwen3next_sharded", test_tmp_dir());
+    mkdir(sharded_dir, 0755);
+    const char *copies[] = {"config.json", "generation_config.json"};
+    for (int i = 0; i < 2; i++) {
+        char from[1200];
+        snprintf(from, sizeof from, "%s/%s", src, copies[i]);
+        snprintf(path, sizeof path, "%s/%s", sharded_dir, copies[i]);
+        copy_file(from, path);
+    }
+    snprintf(path, sizeof path, "%s/model.safetensors", src);
+    st_file *f;
+    if (st_file_open(path, &f) != FM_OK) fail_msg("%s", fm_last_error());
+    cJSON *index = cJSON_CreateObject(), *map = cJSON_AddObjectToObject(index, "weight_map");
+    enum { SHARDS = 3 };
+    for (int sh = 0; sh < SHARDS; sh++) {
+        char name[64];
+        snprintf(name, sizeof name, "model-%05d-of-%05d.safetensors", sh + 1, SHARDS);
+        cJSON *hdr = cJSON_CreateObject();
+        uint64_t off = 0;
+        for (int i = sh; i < f->n_tensors; i += SHARDS) {
+            const st_tensor *t = &f->tensors[i];
+            cJSON *e = cJSON_AddObjectToObject(hdr, t->name);
+            cJSON_AddStringToObject(e, "dtype", fm_dtype_name(t->dtype));
+            cJSON *shape = cJSON_AddArrayToObject(e, "shape");
+            for (int d = 0; d < t->n_dims; d++) cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)t->shape[d]));
+            cJSON *o = cJSON_AddArrayToObject(e, "data_offsets");
+            cJSON_AddItemToArray(o, cJSON_CreateNumber((double)off));
+            off += t->nbytes;
+            cJSON_AddItemToArray(o, cJSON_CreateNumber((double)off));
+            cJSON_AddStringToObject(map, t->name, name);
+        }
+        char *text = cJSON_PrintUnformatted(hdr);
+        size_t len = strlen(text), padded = (len + 7) / 8 * 8;
+        snprintf(path, sizeof path, "%s/%s", sharded_dir, name);
+        FILE *out = fopen(path, "wb");
+        assert_non_null(out);
+        unsigned char len8[8];
+        for (int b = 0; b < 8; b++) len8[b] = (unsigned char)((uint64_t)padded >> (8 * b));
+        fwrite(len8, 1, 8, out);
+        fwrite(text, 1, len, out);
+        for (size_t b = len; b < padded; b++) fputc(' ', out);
+        for (int i = sh; i < f->n_tensors; i += SHARDS) fwrite(f->tensors[i].data, 1, f->tensors[i].nbytes, out);
+        assert_int_equal(fclose(out), 0);
+        free(text);
+        cJSON_Delete(hdr);
+    }
+    char *text = cJSON_Print(index);
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", sharded_dir);
+    assert_int_equal(write_file(path, text, strlen(text)), 0);
+    free(text);
+    cJSON_Delete(index);
+    st_file_close(f);
+    return 0;
+}
+
+static int remove_sharded_copy(void **state) {
+    (void)state;
+    char path[1200];
+    const char *names[] = {"config.json", "generation_config.json", "model.safetensors.index.json",
+                           "model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors",
+                           "model-00003-of-00003.safetensors"};
+    for (int i = 0; i < 6; i++) {
+        snprintf(path, sizeof path, "%s/%s", sharded_dir, names[i]);
+        unlink(path);
+    }
+    rmdir(sharded_dir);
+    rmdir(test_tmp_dir());
+    return 0;
+}
 
 typedef struct {
     fm_model *model;
@@ -33,7 +127,8 @@ typedef struct {
 
 static void open_fixture(const fixture *fx, ctx *c) {
     char dir[1024], ref[1100];
-    snprintf(dir, sizeof dir, "%s/%s", test_models_dir(), fx->name);
+    if (fx->dir) snprintf(dir, sizeof dir, "%s", fx->dir);
+    else snprintf(dir, sizeof dir, "%s/%s", test_models_dir(), fx->name);
     snprintf(ref, sizeof ref, "%s/%s/reference.safetensors", test_models_dir(), fx->reference);
     if (fm_model_open(dir, NULL, &c->model) != FM_OK) fail_msg("open %s: %s", dir, fm_last_error());
     if (st_file_open(ref, &c->ref) != FM_OK) fail_msg("%s", fm_last_error());
@@ -151,5 +246,5 @@ int main(void) {
         tests[2 * i + 1] = (struct CMUnitTest){fixtures[i].name, test_greedy_and_decode, NULL, NULL,
                                                (void *)&fixtures[i]};
     }
-    return _cmocka_run_group_tests("models", tests, 2 * N, NULL, NULL);
+    return _cmocka_run_group_tests("models", tests, 2 * N, make_sharded_copy, remove_sharded_copy);
 }
