@@ -75,6 +75,7 @@ int cmd_generate(int argc, char **argv) {
         if (fm_session_eval(s, &tok, 1, FM_LOGITS_LAST, logits) != FM_OK) rc = cli_fail_lib("generate");
     }
     if (produced) printf("\n");
+    fflush(stdout);
     double t2 = now_seconds();
     if (stats && !rc)
         fprintf(stderr, "prefill: %d tokens in %.3f s (%.1f tok/s); decode: %d tokens in %.3f s (%.1f tok/s)\n", n,

@@ -13,6 +13,8 @@ $FM info -m $M
 echo
 ids=$($REF ids $M/reference.safetensors input_ids)
 echo "prompt ids:       $ids"
-printf "flashmoe:         "
-$FM generate -m $M --ids "$ids" -n 24 --greedy --stats
-echo "transformers:     $($REF tokens $M/reference.safetensors greedy_tokens)"
+ours=$($FM generate -m $M --ids "$ids" -n 24 --greedy --stats)
+theirs=$($REF tokens $M/reference.safetensors greedy_tokens)
+echo "flashmoe:         $ours"
+echo "transformers:     $theirs"
+if [ "$ours" = "$theirs" ]; then echo "identical greedy continuations"; else echo "continuations differ"; exit 1; fi
