@@ -94,6 +94,24 @@ fm_status cfg_sparse_layers(const cfg_reader *r, fm_config *cfg) {
             cfg->layer_moe[(int)it->valuedouble] = 0;
         }
     }
+    if ((st = cfg_int(r, "intermediate_size", CFG_OPTIONAL, 0, 0, &cfg->dense_ffn))) return st;
+    for (int i = 0; i < cfg->n_layers; i++)
+        if (!cfg->layer_moe[i] && cfg->dense_ffn < 1)
+            return fm_error(FM_ERR_FORMAT, "%s: layer %d is a dense MLP but intermediate_size is missing", r->path, i);
+    return FM_OK;
+}
+
+fm_status cfg_linear_attention(const cfg_reader *r, fm_config *c) {
+    fm_status st;
+    if ((st = cfg_int(r, "linear_num_key_heads", CFG_REQUIRED, 0, 1, &c->lin_n_k_heads)) ||
+        (st = cfg_int(r, "linear_num_value_heads", CFG_REQUIRED, 0, 1, &c->lin_n_v_heads)) ||
+        (st = cfg_int(r, "linear_key_head_dim", CFG_REQUIRED, 0, 1, &c->lin_k_dim)) ||
+        (st = cfg_int(r, "linear_value_head_dim", CFG_REQUIRED, 0, 1, &c->lin_v_dim)) ||
+        (st = cfg_int(r, "linear_conv_kernel_dim", CFG_OPTIONAL, 4, 1, &c->lin_conv_kernel)))
+        return st;
+    if (c->lin_n_v_heads % c->lin_n_k_heads)
+        return fm_error(FM_ERR_FORMAT, "%s: linear_num_value_heads %d is not a multiple of linear_num_key_heads %d",
+                        r->path, c->lin_n_v_heads, c->lin_n_k_heads);
     return FM_OK;
 }
 

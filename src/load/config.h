@@ -60,8 +60,11 @@ fm_status cfg_double(const cfg_reader *r, const char *key, int required, double 
 fm_status cfg_bool(const cfg_reader *r, const char *key, int fallback, int *out);
 /* layer_types if given, else full attention every `interval` layers (i+1) % interval == 0. */
 fm_status cfg_layer_types(const cfg_reader *r, fm_config *cfg, int default_interval);
-/* decoder_sparse_step and mlp_only_layers (Qwen3-MoE, Qwen3-Next). */
+/* decoder_sparse_step, mlp_only_layers and the dense layers' intermediate_size
+ * (Qwen3-MoE, Qwen3-Next); n_experts must be read first. */
 fm_status cfg_sparse_layers(const cfg_reader *r, fm_config *cfg);
+/* The GatedDeltaNet keys (linear_*), shared by Qwen3.5 and Qwen3-Next. */
+fm_status cfg_linear_attention(const cfg_reader *r, fm_config *cfg);
 
 /* Reads DIR/config.json and DIR/generation_config.json. */
 fm_status fm_config_load(const char *dir, fm_config *cfg);

@@ -13,15 +13,11 @@ static fm_status qwen3moe_read_config(const cfg_reader *r, fm_config *c, double 
     if ((st = cfg_int(r, "num_experts", CFG_OPTIONAL, 0, 0, &c->n_experts)) ||
         (!c->n_experts && (st = cfg_int(r, "num_local_experts", CFG_REQUIRED, 0, 1, &c->n_experts))) ||
         (st = cfg_int(r, "moe_intermediate_size", CFG_REQUIRED, 0, 1, &c->expert_ffn)) ||
-        (st = cfg_int(r, "intermediate_size", CFG_OPTIONAL, 0, 0, &c->dense_ffn)) ||
         (st = cfg_bool(r, "norm_topk_prob", 0, &c->router_renormalize)) ||
-        (st = cfg_bool(r, "use_sliding_window", 0, &sliding)) || (st = cfg_sparse_layers(r, c)))
+        (st = cfg_bool(r, "use_sliding_window", 0, &sliding)))
         return st;
     if (sliding) return fm_error(FM_ERR_UNSUPPORTED, "%s: use_sliding_window is not supported", r->path);
-    for (int i = 0; i < c->n_layers; i++)
-        if (!c->layer_moe[i] && c->dense_ffn < 1)
-            return fm_error(FM_ERR_FORMAT, "%s: layer %d is a dense MLP but intermediate_size is missing", r->path, i);
-    return FM_OK;
+    return cfg_sparse_layers(r, c);
 }
 
 static fm_status qwen3moe_load_layer(fm_model *m, int i) {

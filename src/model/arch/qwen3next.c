@@ -9,25 +9,13 @@ static fm_status qwen3next_read_config(const cfg_reader *r, fm_config *c, double
     fm_status st;
     *default_partial = 0.25;
     c->norm_zero_centred = c->attn_output_gate = c->attn_qk_norm = c->has_shared_expert = 1;
-    if ((st = cfg_int(r, "linear_num_key_heads", CFG_REQUIRED, 0, 1, &c->lin_n_k_heads)) ||
-        (st = cfg_int(r, "linear_num_value_heads", CFG_REQUIRED, 0, 1, &c->lin_n_v_heads)) ||
-        (st = cfg_int(r, "linear_key_head_dim", CFG_REQUIRED, 0, 1, &c->lin_k_dim)) ||
-        (st = cfg_int(r, "linear_value_head_dim", CFG_REQUIRED, 0, 1, &c->lin_v_dim)) ||
-        (st = cfg_int(r, "linear_conv_kernel_dim", CFG_OPTIONAL, 4, 1, &c->lin_conv_kernel)) ||
+    if ((st = cfg_linear_attention(r, c)) ||
         (st = cfg_int(r, "num_experts", CFG_REQUIRED, 0, 1, &c->n_experts)) ||
         (st = cfg_int(r, "moe_intermediate_size", CFG_REQUIRED, 0, 1, &c->expert_ffn)) ||
         (st = cfg_int(r, "shared_expert_intermediate_size", CFG_REQUIRED, 0, 1, &c->shared_ffn)) ||
-        (st = cfg_int(r, "intermediate_size", CFG_OPTIONAL, 0, 0, &c->dense_ffn)) ||
-        (st = cfg_bool(r, "norm_topk_prob", 1, &c->router_renormalize)) ||
-        (st = cfg_layer_types(r, c, 4)) || (st = cfg_sparse_layers(r, c)))
+        (st = cfg_bool(r, "norm_topk_prob", 1, &c->router_renormalize)) || (st = cfg_layer_types(r, c, 4)))
         return st;
-    if (c->lin_n_v_heads % c->lin_n_k_heads)
-        return fm_error(FM_ERR_FORMAT, "%s: linear_num_value_heads %d is not a multiple of linear_num_key_heads %d",
-                        r->path, c->lin_n_v_heads, c->lin_n_k_heads);
-    for (int i = 0; i < c->n_layers; i++)
-        if (!c->layer_moe[i] && c->dense_ffn < 1)
-            return fm_error(FM_ERR_FORMAT, "%s: layer %d is a dense MLP but intermediate_size is missing", r->path, i);
-    return FM_OK;
+    return cfg_sparse_layers(r, c);
 }
 
 static fm_status qwen3next_load_layer(fm_model *m, int i) {
