@@ -93,28 +93,32 @@ int fm_session_position(const fm_session *s) { return s->pos; }
 
 void fm_session_capture_hidden(fm_session *s, float *dst) { s->capture_hidden = dst; }
 
-/* Grows every full-attention layer's KV cache to hold `needed` positions. */
+/* Grows every full-attention layer's KV cache to hold `needed` positions, and
+ * the per-thread attention score rows with it. */
 static fm_status reserve_kv(fm_session *s, int needed) {
-    if (needed <= s->kv_capacity && s->score_threads >= omp_get_max_threads()) return FM_OK;
     const fm_config *c = &s->model->cfg;
-    int cap = max_int(needed, max_int(256, s->kv_capacity * 2));
-    if (cap > s->max_context) cap = s->max_context;
-    size_t row = (size_t)c->n_kv_heads * c->head_dim * sizeof(float);
-    for (int i = 0; i < c->n_layers; i++) {
-        if (!c->layer_full_attention[i]) continue;
-        float *k = realloc(s->k_cache[i], (size_t)cap * row);
-        if (k) s->k_cache[i] = k;
-        float *v = realloc(s->v_cache[i], (size_t)cap * row);
-        if (v) s->v_cache[i] = v;
-        if (!k || !v)
-            return fm_error(FM_ERR_NOMEM, "out of memory growing the KV cache to %d tokens", cap);
+    if (needed > s->kv_capacity) {
+        int cap = max_int(needed, max_int(256, s->kv_capacity * 2));
+        if (cap > s->max_context) cap = s->max_context;
+        size_t row = (size_t)c->n_kv_heads * c->head_dim * sizeof(float);
+        for (int i = 0; i < c->n_layers; i++) {
+            if (!c->layer_full_attention[i]) continue;
+            float *k = realloc(s->k_cache[i], (size_t)cap * row);
+            if (k) s->k_cache[i] = k;
+            float *v = realloc(s->v_cache[i], (size_t)cap * row);
+            if (v) s->v_cache[i] = v;
+            if (!k || !v) return fm_error(FM_ERR_NOMEM, "out of memory growing the KV cache to %d tokens", cap);
+        }
+        s->kv_capacity = cap;
+        s->score_threads = 0; /* rows are kv_capacity long: reallocate below */
     }
     int threads = omp_get_max_threads();
-    float *scores = realloc(s->scores, (size_t)threads * cap * sizeof *scores);
-    if (!scores) return fm_error(FM_ERR_NOMEM, "out of memory growing the KV cache to %d tokens", cap);
-    s->scores = scores;
-    s->score_threads = threads;
-    s->kv_capacity = cap;
+    if (s->score_threads < threads) {
+        float *scores = realloc(s->scores, (size_t)threads * s->kv_capacity * sizeof *scores);
+        if (!scores) return fm_error(FM_ERR_NOMEM, "out of memory for attention scores (%d tokens)", s->kv_capacity);
+        s->scores = scores;
+        s->score_threads = threads;
+    }
     return FM_OK;
 }
 
