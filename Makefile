@@ -13,12 +13,14 @@ CFLAGS_native   := -O3 -march=native
 CFLAGS_portable := -O3 -DFM_MULTIVERSION
 CFLAGS_asan     := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 CFLAGS := -std=c11 -Wall -Wextra -D_GNU_SOURCE -Iinclude -Isrc -fopenmp $(CFLAGS_$(MODE)) $(EXTRA_CFLAGS)
-LDLIBS := -lcjson -lm
+LDLIBS := -lcjson -lpcre2-8 -lutf8proc -lm
 TEST_LDLIBS := -lcmocka
 
-LIB_SRC := $(wildcard src/core/*.c src/load/*.c src/model/*.c src/model/arch/*.c src/backend/cpu/*.c)
+LIB_SRC := $(wildcard src/core/*.c src/load/*.c src/model/*.c src/model/arch/*.c src/backend/cpu/*.c \
+                     src/text/*.c src/generate/*.c)
 APP_SRC := $(wildcard app/*.c)
-TESTS := test_kernels test_safetensors test_config test_models
+TESTS := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
+TESTS := $(filter-out test_util,$(TESTS))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 APP_OBJ := $(APP_SRC:%.c=$(BUILD)/%.o)
 

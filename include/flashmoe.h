@@ -87,6 +87,88 @@ int fm_session_position(const fm_session *session); /* tokens consumed so far */
 fm_status fm_session_eval(fm_session *session, const int32_t *tokens, int n_tokens,
                           fm_logits_mode mode, float *logits);
 
+/* ---- tokenizer --------------------------------------------------------- */
+
+/* A Hugging Face tokenizer.json (byte-level BPE as Qwen2/Qwen3/Qwen3.5 and
+ * GPT-2 use), with tokenizer_config.json from the same directory when present
+ * (chat template, special tokens). */
+typedef struct fm_tokenizer fm_tokenizer;
+
+/* `path`: a tokenizer.json file or a directory holding one. */
+fm_status fm_tokenizer_open(const char *path, fm_tokenizer **out);
+void fm_tokenizer_close(fm_tokenizer *tok); /* accepts NULL */
+int fm_tokenizer_vocab_size(const fm_tokenizer *tok); /* highest id + 1 */
+/* Encodes UTF-8 text. Added and special tokens written in the text are
+ * matched as tokens. *ids is allocated with malloc; the caller frees it. */
+fm_status fm_tokenizer_encode(fm_tokenizer *tok, const char *text, size_t len, int32_t **ids, int *n_ids);
+/* Decodes ids to UTF-8 text (malloc'd, NUL-terminated; *len excludes the NUL).
+ * Invalid UTF-8 from partial byte tokens becomes U+FFFD, as Hugging Face does. */
+fm_status fm_tokenizer_decode(const fm_tokenizer *tok, const int32_t *ids, int n_ids, int skip_special, char **text,
+                              size_t *len);
+/* The id of a token given by its text (e.g. "<|im_end|>"), or -1. */
+int32_t fm_tokenizer_token_id(const fm_tokenizer *tok, const char *token);
+int fm_tokenizer_is_special(const fm_tokenizer *tok, int32_t id);
+/* tokenizer_config.json's chat_template, or NULL. */
+const char *fm_tokenizer_chat_template(const fm_tokenizer *tok);
+
+/* Incremental decoding for streaming: bytes are released only when they form
+ * complete UTF-8 characters. */
+typedef struct fm_detokenizer fm_detokenizer;
+fm_status fm_detokenizer_new(const fm_tokenizer *tok, int skip_special, fm_detokenizer **out);
+void fm_detokenizer_free(fm_detokenizer *d);
+/* Appends the text of `id`; returns the newly completed text (valid until the
+ * next call; *len bytes, NUL-terminated). */
+const char *fm_detokenizer_push(fm_detokenizer *d, int32_t id, size_t *len);
+/* Whatever is still held back (an incomplete sequence becomes U+FFFD). */
+const char *fm_detokenizer_flush(fm_detokenizer *d, size_t *len);
+
+/* ---- chat template ----------------------------------------------------- */
+
+/* The model's jinja chat_template, run by flashmoe's own interpreter of the
+ * subset of Jinja that chat templates use. */
+typedef struct fm_chat_template fm_chat_template;
+
+typedef struct {
+    int add_generation_prompt;
+    int enable_thinking;       /* -1: leave undefined (the template's default), 0 or 1 */
+    const char *bos_token;     /* may be NULL */
+    const char *eos_token;     /* may be NULL */
+} fm_chat_options;
+
+fm_status fm_chat_template_new(const char *source, fm_chat_template **out);
+void fm_chat_template_free(fm_chat_template *t);
+/* messages_json: a JSON array of {role, content, ...} messages (OpenAI shape,
+ * tool_calls and reasoning_content included); tools_json: a JSON array of
+ * tool definitions or NULL. *out is malloc'd text. */
+fm_status fm_chat_template_render(const fm_chat_template *t, const char *messages_json, const char *tools_json,
+                                  const fm_chat_options *options, char **out);
+
+/* ---- sampling ---------------------------------------------------------- */
+
+typedef struct {
+    float temperature;        /* 0: greedy */
+    int top_k;                /* 0: off */
+    float top_p;              /* 1: off */
+    float min_p;              /* 0: off */
+    float repetition_penalty; /* 1: off; divides positive / multiplies negative logits of seen tokens */
+    float presence_penalty;   /* 0: off; subtracted once from the logit of every seen token */
+    float frequency_penalty;  /* 0: off; subtracted per occurrence */
+    int penalty_last_n;       /* how many recent tokens count as seen; 0: all */
+    uint64_t seed;
+} fm_sampler_params;
+
+/* Greedy defaults: temperature 0, filters off, penalties off, seed 0. */
+fm_sampler_params fm_sampler_default_params(void);
+
+typedef struct fm_sampler fm_sampler;
+fm_status fm_sampler_new(const fm_sampler_params *params, int vocab_size, fm_sampler **out);
+void fm_sampler_free(fm_sampler *s);
+/* Picks a token from `logits` [vocab_size] (modified in place). */
+int32_t fm_sampler_sample(fm_sampler *s, float *logits);
+/* Records a token of the context (prompt or generated) for the penalties. */
+void fm_sampler_accept(fm_sampler *s, int32_t token);
+void fm_sampler_reset(fm_sampler *s); /* forgets the history; keeps the RNG stream */
+
 #ifdef __cplusplus
 }
 #endif

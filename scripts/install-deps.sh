@@ -5,5 +5,6 @@ SUDO=
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
-    build-essential libcjson-dev libcmocka-dev zstd clang libclang-rt-14-dev >/dev/null
+    build-essential libcjson-dev libpcre2-dev libutf8proc-dev libedit-dev libcmocka-dev zstd tmux \
+    clang libclang-rt-14-dev >/dev/null
 echo "dependencies installed"

@@ -11,3 +11,13 @@ for archive in tests/data/models/*.tar.zst; do
         touch "build/models/$name"
     fi
 done
+
+# The Qwen3 tokenizer, also the tokenizer of the qwen35moe_tok model.
+mkdir -p build/tokenizers/qwen3
+src=tests/data/tokenizers/qwen3
+if [ ! -f build/tokenizers/qwen3/tokenizer.json ] || [ $src/tokenizer.json.zst -nt build/tokenizers/qwen3/tokenizer.json ]; then
+    zstd -q -dc $src/tokenizer.json.zst >build/tokenizers/qwen3/tokenizer.json.tmp
+    mv build/tokenizers/qwen3/tokenizer.json.tmp build/tokenizers/qwen3/tokenizer.json
+fi
+cp $src/tokenizer_config.json $src/reference.json build/tokenizers/qwen3/
+cp build/tokenizers/qwen3/tokenizer.json $src/tokenizer_config.json build/models/qwen35moe_tok/
