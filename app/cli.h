@@ -32,5 +32,6 @@ long cli_parse_count(const char *text);
 int cmd_info(int argc, char **argv);
 int cmd_score(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
 
 #endif

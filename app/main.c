@@ -14,6 +14,7 @@ static void usage(FILE *out) {
           "  info      -m DIR                          architecture, dimensions, layer schedule, sizes\n"
           "  score     -m DIR --ids 1,2,3 -o OUT       logits of every position, raw float32 [T, vocab]\n"
           "  generate  -m DIR --ids 1,2,3 -n N --greedy  N generated token ids on one line\n"
+          "  tokenize  --tokenizer PATH [--text-file F | TEXT]   text → ids (--decode 1,2,3: ids → text)\n"
           "\n"
           "common options:\n"
           "  -m, --model DIR     model directory (config.json + safetensors)\n"
@@ -41,6 +42,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "info")) return cmd_info(argc - 1, argv + 1);
     if (!strcmp(cmd, "score")) return cmd_score(argc - 1, argv + 1);
     if (!strcmp(cmd, "generate")) return cmd_generate(argc - 1, argv + 1);
+    if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 1, argv + 1);
     usage(stderr);
     return cli_fail("unknown command '%s'", cmd);
 }

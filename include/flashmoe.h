@@ -105,7 +105,7 @@ fm_status fm_tokenizer_encode(fm_tokenizer *tok, const char *text, size_t len, i
  * Invalid UTF-8 from partial byte tokens becomes U+FFFD, as Hugging Face does. */
 fm_status fm_tokenizer_decode(const fm_tokenizer *tok, const int32_t *ids, int n_ids, int skip_special, char **text,
                               size_t *len);
-/* The id of a token given by its text (e.g. "<|im_end|>"), or -1. */
+/* The id of a token given by its text as decoded bytes (e.g. "<|im_end|>", " the"), or -1. */
 int32_t fm_tokenizer_token_id(const fm_tokenizer *tok, const char *token);
 int fm_tokenizer_is_special(const fm_tokenizer *tok, int32_t id);
 /* tokenizer_config.json's chat_template, or NULL. */

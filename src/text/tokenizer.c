@@ -1,0 +1,228 @@
+/* fm_tokenizer: open, encode, decode (see tokenizer.h for the pipeline). */
+#include "text/tokenizer.h"
+
+#include "core/error.h"
+#include "text/utf8.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <utf8proc.h>
+
+#define CACHE_SLOTS (1u << 16)
+
+fm_status fm_tokenizer_open(const char *path, fm_tokenizer **out) {
+    *out = NULL;
+    char json[4096], config[4096];
+    struct stat sb;
+    if (stat(path, &sb) != 0) return fm_error(FM_ERR_IO, "%s: no such tokenizer file or directory", path);
+    if (S_ISDIR(sb.st_mode)) {
+        snprintf(json, sizeof json, "%s/tokenizer.json", path);
+        snprintf(config, sizeof config, "%s/tokenizer_config.json", path);
+    } else {
+        snprintf(json, sizeof json, "%s", path);
+        const char *slash = strrchr(path, '/');
+        int dir_len = slash ? (int)(slash - path) : 1;
+        snprintf(config, sizeof config, "%.*s/tokenizer_config.json", dir_len, slash ? path : ".");
+    }
+    fm_tokenizer *tok = calloc(1, sizeof *tok);
+    if (!tok) return fm_error(FM_ERR_NOMEM, "out of memory");
+    pthread_mutex_init(&tok->cache_lock, NULL);
+    fm_status st = tokenizer_load_json(tok, json);
+    if (st == FM_OK && stat(config, &sb) == 0) st = tokenizer_load_config(tok, config);
+    if (st == FM_OK) {
+        tok->cache = calloc(CACHE_SLOTS, sizeof *tok->cache);
+        tok->cache_mask = tok->cache ? CACHE_SLOTS - 1 : 0;
+    }
+    if (st != FM_OK) {
+        fm_tokenizer_close(tok);
+        return st;
+    }
+    *out = tok;
+    return FM_OK;
+}
+
+void fm_tokenizer_close(fm_tokenizer *tok) {
+    if (!tok) return;
+    for (size_t i = 0; tok->cache && i <= tok->cache_mask; i++) {
+        free(tok->cache[i].key);
+        free(tok->cache[i].ids);
+    }
+    free(tok->cache);
+    for (int i = 0; i < tok->n_split; i++) pcre2_code_free(tok->split[i]);
+    free(tok->split);
+    free(tok->entries);
+    free(tok->pool);
+    free(tok->vocab.slots);
+    free(tok->merges.keys);
+    free(tok->merges.rank);
+    free(tok->merges.merged);
+    free(tok->added);
+    free(tok->chat_template);
+    free(tok->bos_token);
+    free(tok->eos_token);
+    pthread_mutex_destroy(&tok->cache_lock);
+    free(tok);
+}
+
+int fm_tokenizer_vocab_size(const fm_tokenizer *tok) { return tok->n_ids; }
+const char *fm_tokenizer_chat_template(const fm_tokenizer *tok) { return tok->chat_template; }
+
+int fm_tokenizer_is_special(const fm_tokenizer *tok, int32_t id) {
+    return id >= 0 && id < tok->n_ids && tok->entries[id].special;
+}
+
+int32_t fm_tokenizer_token_id(const fm_tokenizer *tok, const char *token) {
+    size_t len = strlen(token);
+    for (int i = 0; i < tok->n_added; i++) {
+        const tok_entry *e = &tok->entries[tok->added[i]];
+        if (e->len == len && memcmp(tok->pool + e->offset, token, len) == 0) return tok->added[i];
+    }
+    return tokenizer_vocab_find(tok, token, len);
+}
+
+/* ---- encode ------------------------------------------------------------ */
+
+typedef struct {
+    fm_tokenizer *tok;
+    pcre2_match_data **match; /* one per split level */
+    tok_ids *out;
+} encoder;
+
+/* Pre-tokenizes s[0, len) with split level `level` ("Isolated": every match and
+ * every gap between matches is a piece) and encodes the pieces. */
+static fm_status split_and_encode(encoder *enc, int level, const char *s, size_t len) {
+    if (level == enc->tok->n_split) return bpe_encode_piece(enc->tok, s, len, enc->out);
+    pcre2_code *re = enc->tok->split[level];
+    pcre2_match_data *md = enc->match[level];
+    size_t pos = 0, gap = 0;
+    fm_status st = FM_OK;
+    while (pos < len && st == FM_OK) {
+        int rc = pcre2_match(re, (PCRE2_SPTR)s, len, pos, PCRE2_NO_UTF_CHECK, md, NULL);
+        if (rc == PCRE2_ERROR_NOMATCH) break;
+        if (rc < 0) return fm_error(FM_ERR_ARGUMENT, "pre-tokenizer regex failed (PCRE2 error %d)", rc);
+        PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
+        size_t start = ov[0], end = ov[1];
+        if (end == start) { /* an empty match: step over one character */
+            pos = end + 1;
+            while (pos < len && ((unsigned char)s[pos] & 0xC0) == 0x80) pos++;
+            continue;
+        }
+        if (start > gap) st = split_and_encode(enc, level + 1, s + gap, start - gap);
+        if (st == FM_OK) st = split_and_encode(enc, level + 1, s + start, end - start);
+        pos = gap = end;
+    }
+    if (st == FM_OK && gap < len) st = split_and_encode(enc, level + 1, s + gap, len - gap);
+    return st;
+}
+
+/* Normalises then pre-tokenizes and encodes a segment that holds no added token. */
+static fm_status encode_segment(encoder *enc, const char *s, size_t len) {
+    if (!len) return FM_OK;
+    fm_tokenizer *tok = enc->tok;
+    int ascii = 1;
+    for (size_t i = 0; i < len && ascii; i++) ascii = (unsigned char)s[i] < 0x80;
+    if (tok->normalizer == NORM_NONE || ascii) return split_and_encode(enc, 0, s, len);
+    static const int options[] = {
+        [NORM_NFC] = UTF8PROC_STABLE | UTF8PROC_COMPOSE,
+        [NORM_NFD] = UTF8PROC_STABLE | UTF8PROC_DECOMPOSE,
+        [NORM_NFKC] = UTF8PROC_STABLE | UTF8PROC_COMPOSE | UTF8PROC_COMPAT,
+        [NORM_NFKD] = UTF8PROC_STABLE | UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT,
+    };
+    utf8proc_uint8_t *norm = NULL;
+    utf8proc_ssize_t n = utf8proc_map((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)len, &norm,
+                                      (utf8proc_option_t)options[tok->normalizer]);
+    if (n < 0) return fm_error(FM_ERR_ARGUMENT, "text normalisation failed: %s", utf8proc_errmsg(n));
+    fm_status st = split_and_encode(enc, 0, (const char *)norm, (size_t)n);
+    free(norm);
+    return st;
+}
+
+static int is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+
+/* The added token starting at text[i], longest first; -1 if none. */
+static int32_t added_at(const fm_tokenizer *tok, const char *text, size_t len, size_t i) {
+    if (!tok->added_first[(unsigned char)text[i]]) return -1;
+    for (int k = 0; k < tok->n_added; k++) {
+        const tok_entry *e = &tok->entries[tok->added[k]];
+        if (e->len <= len - i && memcmp(tok->pool + e->offset, text + i, e->len) == 0) return tok->added[k];
+    }
+    return -1;
+}
+
+fm_status fm_tokenizer_encode(fm_tokenizer *tok, const char *text, size_t len, int32_t **ids, int *n_ids) {
+    *ids = NULL;
+    *n_ids = 0;
+    size_t bad = utf8_validate(text, len);
+    if (bad < len) return fm_error(FM_ERR_ARGUMENT, "text is not valid UTF-8 (byte %zu)", bad);
+    if (len > (size_t)1 << 31) return fm_error(FM_ERR_ARGUMENT, "text of %zu bytes is too long to encode at once", len);
+    tok_ids out = {0};
+    encoder enc = {tok, calloc((size_t)tok->n_split + 1, sizeof(pcre2_match_data *)), &out};
+    fm_status st = enc.match ? FM_OK : fm_error(FM_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < tok->n_split && st == FM_OK; i++)
+        if (!(enc.match[i] = pcre2_match_data_create_from_pattern(tok->split[i], NULL)))
+            st = fm_error(FM_ERR_NOMEM, "out of memory");
+    /* Added tokens are split out of the raw text first; the text between them
+     * is normalised and pre-tokenized on its own. */
+    size_t seg = 0;
+    for (size_t i = 0; i < len && st == FM_OK;) {
+        int32_t id = added_at(tok, text, len, i);
+        if (id < 0) {
+            i++;
+            continue;
+        }
+        const tok_entry *e = &tok->entries[id];
+        size_t seg_end = i, next = i + e->len;
+        if (e->lstrip)
+            while (seg_end > seg && is_space(text[seg_end - 1])) seg_end--;
+        if (e->rstrip)
+            while (next < len && is_space(text[next])) next++;
+        st = encode_segment(&enc, text + seg, seg_end - seg);
+        if (st == FM_OK && tok_ids_push(&out, id)) st = fm_error(FM_ERR_NOMEM, "out of memory");
+        i = seg = next;
+    }
+    if (st == FM_OK) st = encode_segment(&enc, text + seg, len - seg);
+    for (int i = 0; enc.match && i < tok->n_split; i++) pcre2_match_data_free(enc.match[i]);
+    free(enc.match);
+    if (st != FM_OK) {
+        free(out.ids);
+        return st;
+    }
+    *ids = out.ids ? out.ids : malloc(sizeof(int32_t)); /* a valid pointer even for no ids */
+    *n_ids = out.n;
+    return *ids ? FM_OK : fm_error(FM_ERR_NOMEM, "out of memory");
+}
+
+/* ---- decode ------------------------------------------------------------ */
+
+fm_status fm_tokenizer_decode(const fm_tokenizer *tok, const int32_t *ids, int n_ids, int skip_special, char **text,
+                              size_t *len) {
+    *text = NULL;
+    size_t raw_len = 0;
+    for (int i = 0; i < n_ids; i++) {
+        if (ids[i] < 0 || ids[i] >= tok->n_ids || !tok->entries[ids[i]].present)
+            return fm_error(FM_ERR_ARGUMENT, "token id %d at position %d is not in the vocabulary [0, %d)", ids[i], i,
+                            tok->n_ids);
+        raw_len += tok->entries[ids[i]].len;
+    }
+    char *raw = malloc(raw_len + 1), *out = malloc(3 * raw_len + 1);
+    if (!raw || !out) {
+        free(raw);
+        free(out);
+        return fm_error(FM_ERR_NOMEM, "out of memory");
+    }
+    size_t n = 0;
+    for (int i = 0; i < n_ids; i++) {
+        const tok_entry *e = &tok->entries[ids[i]];
+        if (skip_special && e->special) continue;
+        memcpy(raw + n, tok->pool + e->offset, e->len);
+        n += e->len;
+    }
+    size_t m = utf8_lossy(raw, n, out);
+    out[m] = 0;
+    free(raw);
+    *text = out;
+    if (len) *len = m;
+    return FM_OK;
+}
