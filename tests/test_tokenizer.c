@@ -10,6 +10,7 @@
 #include "text/utf8.h"
 
 #include <cjson/cJSON.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -220,6 +221,34 @@ static void test_partial_utf8_tokens(void **state) {
     fm_detokenizer_free(d);
 }
 
+/* Large texts are encoded in parallel chunks: the ids must equal the
+ * sequential encoding exactly. */
+static void test_parallel_equals_sequential(void **state) {
+    (void)state;
+    uint64_t seed = 42;
+    size_t cap = 3u << 20, len = 0;
+    char *text = malloc(cap + 8192);
+    while (len < cap) {
+        len += random_text(text + len, 200, &seed);
+        text[len] = "\n \n\t"[len % 4];
+        len++;
+        memcpy(text + len, "Line of plain text, 123 words.\n", 31);
+        len += 31;
+    }
+    int32_t *seq, *par;
+    int n_seq, n_par;
+    omp_set_num_threads(1);
+    assert_int_equal(fm_tokenizer_encode(tok, text, len, &seq, &n_seq), FM_OK);
+    omp_set_num_threads(4);
+    assert_int_equal(fm_tokenizer_encode(tok, text, len, &par, &n_par), FM_OK);
+    assert_int_equal(n_seq, n_par);
+    assert_memory_equal(seq, par, (size_t)n_seq * sizeof *seq);
+    printf("  %zu bytes, %d tokens: parallel (4 threads) == sequential\n", len, n_seq);
+    free(seq);
+    free(par);
+    free(text);
+}
+
 static void test_bad_input(void **state) {
     (void)state;
     int32_t *ids;
@@ -275,6 +304,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reference_corpus),  cmocka_unit_test(test_roundtrip_random_unicode),
         cmocka_unit_test(test_special_tokens_in_text), cmocka_unit_test(test_partial_utf8_tokens),
+        cmocka_unit_test(test_parallel_equals_sequential),
         cmocka_unit_test(test_bad_input),          cmocka_unit_test(test_bad_files),
     };
     int failed = cmocka_run_group_tests_name("tokenizer", tests, setup, teardown);

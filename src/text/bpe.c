@@ -130,30 +130,55 @@ static uint64_t hash_piece(const char *s, size_t len) {
     return h;
 }
 
-fm_status bpe_encode_piece(fm_tokenizer *tok, const char *piece, size_t len, tok_ids *out) {
+fm_status tok_cache_init(tok_cache *cache, size_t slots, pthread_mutex_t *lock) {
+    cache->slots = calloc(slots, sizeof *cache->slots);
+    cache->mask = cache->slots ? slots - 1 : 0;
+    cache->lock = lock;
+    return cache->slots ? FM_OK : fm_error(FM_ERR_NOMEM, "out of memory");
+}
+
+void tok_cache_free(tok_cache *cache) {
+    for (size_t i = 0; cache->slots && i <= cache->mask; i++) {
+        free(cache->slots[i].key);
+        free(cache->slots[i].ids);
+    }
+    free(cache->slots);
+    cache->slots = NULL;
+}
+
+static void cache_lock(tok_cache *c) {
+    if (c->lock) pthread_mutex_lock(c->lock);
+}
+
+static void cache_unlock(tok_cache *c) {
+    if (c->lock) pthread_mutex_unlock(c->lock);
+}
+
+fm_status bpe_encode_piece(const fm_tokenizer *tok, tok_cache *cache, const char *piece, size_t len, tok_ids *out) {
     if (len == 0) return FM_OK;
-    if (len == 1) return tok_ids_push(out, tok->byte_id[(unsigned char)piece[0]]) ? fm_error(FM_ERR_NOMEM, "out of memory") : FM_OK;
+    if (len == 1)
+        return tok_ids_push(out, tok->byte_id[(unsigned char)piece[0]]) ? fm_error(FM_ERR_NOMEM, "out of memory") : FM_OK;
     if (tok->ignore_merges) {
         int32_t whole = tokenizer_vocab_find(tok, piece, len);
         if (whole >= 0) return tok_ids_push(out, whole) ? fm_error(FM_ERR_NOMEM, "out of memory") : FM_OK;
     }
     tok_cache_slot *slot = NULL;
-    if (len <= CACHE_MAX_PIECE && tok->cache) {
-        slot = &tok->cache[hash_piece(piece, len) & tok->cache_mask];
-        pthread_mutex_lock(&tok->cache_lock);
+    if (len <= CACHE_MAX_PIECE && cache && cache->slots) {
+        slot = &cache->slots[hash_piece(piece, len) & cache->mask];
+        cache_lock(cache);
         if (slot->key && slot->key_len == len && memcmp(slot->key, piece, len) == 0) {
             fm_status st = FM_OK;
             for (int i = 0; i < slot->n_ids && st == FM_OK; i++)
                 if (tok_ids_push(out, slot->ids[i])) st = fm_error(FM_ERR_NOMEM, "out of memory");
-            pthread_mutex_unlock(&tok->cache_lock);
+            cache_unlock(cache);
             return st;
         }
-        pthread_mutex_unlock(&tok->cache_lock);
+        cache_unlock(cache);
     }
     int start = out->n;
     fm_status st = bpe_merge(tok, (const unsigned char *)piece, (int)len, out);
     if (st != FM_OK || !slot) return st;
-    /* Direct-mapped cache: a new piece replaces whatever shared its slot. */
+    /* A new piece replaces whatever shared its slot. */
     int n = out->n - start;
     char *key = malloc(len);
     int32_t *ids = malloc((size_t)n * sizeof *ids);
@@ -164,10 +189,10 @@ fm_status bpe_encode_piece(fm_tokenizer *tok, const char *piece, size_t len, tok
     }
     memcpy(key, piece, len);
     memcpy(ids, out->ids + start, (size_t)n * sizeof *ids);
-    pthread_mutex_lock(&tok->cache_lock);
+    cache_lock(cache);
     free(slot->key);
     free(slot->ids);
     *slot = (tok_cache_slot){key, (uint32_t)len, ids, n};
-    pthread_mutex_unlock(&tok->cache_lock);
+    cache_unlock(cache);
     return FM_OK;
 }

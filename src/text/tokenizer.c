@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <omp.h>
 #include <sys/stat.h>
 #include <utf8proc.h>
 
@@ -31,10 +32,7 @@ fm_status fm_tokenizer_open(const char *path, fm_tokenizer **out) {
     pthread_mutex_init(&tok->cache_lock, NULL);
     fm_status st = tokenizer_load_json(tok, json);
     if (st == FM_OK && stat(config, &sb) == 0) st = tokenizer_load_config(tok, config);
-    if (st == FM_OK) {
-        tok->cache = calloc(CACHE_SLOTS, sizeof *tok->cache);
-        tok->cache_mask = tok->cache ? CACHE_SLOTS - 1 : 0;
-    }
+    if (st == FM_OK) st = tok_cache_init(&tok->cache, CACHE_SLOTS, &tok->cache_lock);
     if (st != FM_OK) {
         fm_tokenizer_close(tok);
         return st;
@@ -45,11 +43,7 @@ fm_status fm_tokenizer_open(const char *path, fm_tokenizer **out) {
 
 void fm_tokenizer_close(fm_tokenizer *tok) {
     if (!tok) return;
-    for (size_t i = 0; tok->cache && i <= tok->cache_mask; i++) {
-        free(tok->cache[i].key);
-        free(tok->cache[i].ids);
-    }
-    free(tok->cache);
+    tok_cache_free(&tok->cache);
     for (int i = 0; i < tok->n_split; i++) pcre2_code_free(tok->split[i]);
     free(tok->split);
     free(tok->entries);
@@ -85,7 +79,8 @@ int32_t fm_tokenizer_token_id(const fm_tokenizer *tok, const char *token) {
 /* ---- encode ------------------------------------------------------------ */
 
 typedef struct {
-    fm_tokenizer *tok;
+    const fm_tokenizer *tok;
+    tok_cache *cache;
     pcre2_match_data **match; /* one per split level */
     tok_ids *out;
 } encoder;
@@ -93,7 +88,7 @@ typedef struct {
 /* Pre-tokenizes s[0, len) with split level `level` ("Isolated": every match and
  * every gap between matches is a piece) and encodes the pieces. */
 static fm_status split_and_encode(encoder *enc, int level, const char *s, size_t len) {
-    if (level == enc->tok->n_split) return bpe_encode_piece(enc->tok, s, len, enc->out);
+    if (level == enc->tok->n_split) return bpe_encode_piece(enc->tok, enc->cache, s, len, enc->out);
     pcre2_code *re = enc->tok->split[level];
     pcre2_match_data *md = enc->match[level];
     size_t pos = 0, gap = 0;
@@ -120,7 +115,7 @@ static fm_status split_and_encode(encoder *enc, int level, const char *s, size_t
 /* Normalises then pre-tokenizes and encodes a segment that holds no added token. */
 static fm_status encode_segment(encoder *enc, const char *s, size_t len) {
     if (!len) return FM_OK;
-    fm_tokenizer *tok = enc->tok;
+    const fm_tokenizer *tok = enc->tok;
     int ascii = 1;
     for (size_t i = 0; i < len && ascii; i++) ascii = (unsigned char)s[i] < 0x80;
     if (tok->normalizer == NORM_NONE || ascii) return split_and_encode(enc, 0, s, len);
@@ -151,14 +146,9 @@ static int32_t added_at(const fm_tokenizer *tok, const char *text, size_t len, s
     return -1;
 }
 
-fm_status fm_tokenizer_encode(fm_tokenizer *tok, const char *text, size_t len, int32_t **ids, int *n_ids) {
-    *ids = NULL;
-    *n_ids = 0;
-    size_t bad = utf8_validate(text, len);
-    if (bad < len) return fm_error(FM_ERR_ARGUMENT, "text is not valid UTF-8 (byte %zu)", bad);
-    if (len > (size_t)1 << 31) return fm_error(FM_ERR_ARGUMENT, "text of %zu bytes is too long to encode at once", len);
-    tok_ids out = {0};
-    encoder enc = {tok, calloc((size_t)tok->n_split + 1, sizeof(pcre2_match_data *)), &out};
+/* Encodes text[0, len) (valid UTF-8) into *out. */
+static fm_status encode_range(const fm_tokenizer *tok, tok_cache *cache, const char *text, size_t len, tok_ids *out) {
+    encoder enc = {tok, cache, calloc((size_t)tok->n_split + 1, sizeof(pcre2_match_data *)), out};
     fm_status st = enc.match ? FM_OK : fm_error(FM_ERR_NOMEM, "out of memory");
     for (int i = 0; i < tok->n_split && st == FM_OK; i++)
         if (!(enc.match[i] = pcre2_match_data_create_from_pattern(tok->split[i], NULL)))
@@ -179,12 +169,76 @@ fm_status fm_tokenizer_encode(fm_tokenizer *tok, const char *text, size_t len, i
         if (e->rstrip)
             while (next < len && is_space(text[next])) next++;
         st = encode_segment(&enc, text + seg, seg_end - seg);
-        if (st == FM_OK && tok_ids_push(&out, id)) st = fm_error(FM_ERR_NOMEM, "out of memory");
+        if (st == FM_OK && tok_ids_push(out, id)) st = fm_error(FM_ERR_NOMEM, "out of memory");
         i = seg = next;
     }
     if (st == FM_OK) st = encode_segment(&enc, text + seg, len - seg);
     for (int i = 0; enc.match && i < tok->n_split; i++) pcre2_match_data_free(enc.match[i]);
     free(enc.match);
+    return st;
+}
+
+/* Large texts are cut into chunks encoded in parallel. A cut goes after a
+ * line break and before a printable ASCII character: no pre-tokenizer piece,
+ * added token or normalisation spans such a point. */
+#define PARALLEL_MIN (256u << 10)
+
+static size_t next_cut(const char *text, size_t len, size_t from) {
+    for (size_t i = from; i < len; i++)
+        if (text[i - 1] == '\n' && (unsigned char)text[i] > ' ' && (unsigned char)text[i] < 0x7f) return i;
+    return len;
+}
+
+static fm_status encode_parallel(const fm_tokenizer *tok, const char *text, size_t len, tok_ids *out) {
+    int threads = omp_get_max_threads();
+    size_t target = len / ((size_t)threads * 4);
+    if (target < (64u << 10)) target = 64u << 10;
+    size_t n_cuts = len / target + 2, n_chunks = 0;
+    size_t *cut = malloc(n_cuts * sizeof *cut);
+    if (!cut) return fm_error(FM_ERR_NOMEM, "out of memory");
+    cut[0] = 0;
+    for (size_t at = 0; at < len && n_chunks + 1 < n_cuts;) {
+        at = next_cut(text, len, at + target < len ? at + target : len);
+        cut[++n_chunks] = at;
+    }
+    if (cut[n_chunks] != len) cut[++n_chunks] = len;
+    tok_ids *parts = calloc(n_chunks, sizeof *parts);
+    fm_status st = parts ? FM_OK : fm_error(FM_ERR_NOMEM, "out of memory");
+#pragma omp parallel if (st == FM_OK)
+    {
+        tok_cache cache;
+        fm_status mine = tok_cache_init(&cache, 1u << 14, NULL);
+#pragma omp for schedule(dynamic, 1)
+        for (size_t c = 0; c < n_chunks; c++)
+            if (mine == FM_OK) mine = encode_range(tok, &cache, text + cut[c], cut[c + 1] - cut[c], &parts[c]);
+        tok_cache_free(&cache);
+        if (mine != FM_OK) {
+#pragma omp critical
+            st = mine;
+        }
+    }
+    for (size_t c = 0; c < n_chunks && parts; c++) {
+        for (int i = 0; i < parts[c].n && st == FM_OK; i++)
+            if (tok_ids_push(out, parts[c].ids[i])) st = fm_error(FM_ERR_NOMEM, "out of memory");
+        free(parts[c].ids);
+    }
+    free(parts);
+    free(cut);
+    return st;
+}
+
+fm_status fm_tokenizer_encode(fm_tokenizer *tok, const char *text, size_t len, int32_t **ids, int *n_ids) {
+    *ids = NULL;
+    *n_ids = 0;
+    size_t bad = utf8_validate(text, len);
+    if (bad < len) return fm_error(FM_ERR_ARGUMENT, "text is not valid UTF-8 (byte %zu)", bad);
+    if (len > (size_t)1 << 31) return fm_error(FM_ERR_ARGUMENT, "text of %zu bytes is too long to encode at once", len);
+    tok_ids out = {0};
+    int lstrip = 0; /* an lstrip token could absorb the line break before a cut */
+    for (int i = 0; i < tok->n_added; i++) lstrip |= tok->entries[tok->added[i]].lstrip;
+    fm_status st = len >= PARALLEL_MIN && omp_get_max_threads() > 1 && !lstrip
+                       ? encode_parallel(tok, text, len, &out)
+                       : encode_range(tok, &tok->cache, text, len, &out);
     if (st != FM_OK) {
         free(out.ids);
         return st;

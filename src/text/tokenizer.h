@@ -42,6 +42,14 @@ typedef struct {
     int n_ids;
 } tok_cache_slot;
 
+/* Direct-mapped piece → ids cache. The tokenizer's own one is shared (lock);
+ * parallel encoding gives each thread a private one (lock NULL). */
+typedef struct {
+    tok_cache_slot *slots;
+    size_t mask;
+    pthread_mutex_t *lock;
+} tok_cache;
+
 struct fm_tokenizer {
     tok_entry *entries; /* [n_ids] */
     int n_ids;
@@ -60,8 +68,7 @@ struct fm_tokenizer {
     pcre2_code **split;      /* pre-tokenizer regexes applied in sequence */
     int n_split;
 
-    tok_cache_slot *cache;   /* piece → ids */
-    size_t cache_mask;
+    tok_cache cache;
     pthread_mutex_t cache_lock;
 
     char *chat_template;
@@ -79,6 +86,8 @@ typedef struct {
     int n, cap;
 } tok_ids;
 int tok_ids_push(tok_ids *v, int32_t id);
-fm_status bpe_encode_piece(fm_tokenizer *tok, const char *piece, size_t len, tok_ids *out);
+fm_status bpe_encode_piece(const fm_tokenizer *tok, tok_cache *cache, const char *piece, size_t len, tok_ids *out);
+fm_status tok_cache_init(tok_cache *cache, size_t slots, pthread_mutex_t *lock);
+void tok_cache_free(tok_cache *cache);
 
 #endif
