@@ -14,6 +14,7 @@ CFLAGS_portable := -O3 -DFM_MULTIVERSION
 CFLAGS_asan     := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 CFLAGS := -std=c11 -Wall -Wextra -D_GNU_SOURCE -Iinclude -Isrc -fopenmp $(CFLAGS_$(MODE)) $(EXTRA_CFLAGS)
 LDLIBS := -lcjson -lpcre2-8 -lutf8proc -lm
+APP_LDLIBS := -ledit
 TEST_LDLIBS := -lcmocka
 
 LIB_SRC := $(wildcard src/core/*.c src/load/*.c src/model/*.c src/model/arch/*.c src/backend/cpu/*.c \
@@ -36,7 +37,7 @@ $(BUILD)/libflashmoe.a: $(LIB_OBJ)
 	$(AR) rcs $@ $^
 
 $(BUILD)/flashmoe: $(APP_OBJ) $(BUILD)/libflashmoe.a
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) $(APP_LDLIBS)
 
 $(BUILD)/tests/%: tests/%.c tests/test_util.c $(BUILD)/libflashmoe.a
 	@mkdir -p $(dir $@)
@@ -52,7 +53,7 @@ $(BUILD)/%.o: %.c
 
 # libFuzzer targets need clang.
 FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -Iinclude -Isrc -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
-fuzz: build/fuzz/fuzz_safetensors build/fuzz/fuzz_config
+fuzz: $(patsubst tests/fuzz/%.c,build/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
 build/fuzz/%: tests/fuzz/%.c $(LIB_SRC)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRC) $(LDLIBS) -fopenmp

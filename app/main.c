@@ -11,6 +11,8 @@ static void usage(FILE *out) {
           "usage: flashmoe COMMAND [options]\n"
           "\n"
           "commands:\n"
+          "  run       -m DIR -p \"prompt\" [-n N] [--temp T ...]   answer one prompt (chat template, streaming)\n"
+          "  chat      -m DIR                          multi-turn chat in the terminal\n"
           "  info      -m DIR                          architecture, dimensions, layer schedule, sizes\n"
           "  score     -m DIR --ids 1,2,3 -o OUT       logits of every position, raw float32 [T, vocab]\n"
           "  generate  -m DIR --ids 1,2,3 -n N --greedy  N generated token ids on one line\n"
@@ -43,6 +45,8 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "score")) return cmd_score(argc - 1, argv + 1);
     if (!strcmp(cmd, "generate")) return cmd_generate(argc - 1, argv + 1);
     if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 1, argv + 1);
+    if (!strcmp(cmd, "run")) return cmd_run(argc - 1, argv + 1);
+    if (!strcmp(cmd, "chat")) return cmd_chat(argc - 1, argv + 1);
     usage(stderr);
     return cli_fail("unknown command '%s'", cmd);
 }

@@ -18,3 +18,6 @@ theirs=$($REF tokens $M/reference.safetensors greedy_tokens)
 echo "flashmoe:         $ours"
 echo "transformers:     $theirs"
 if [ "$ours" = "$theirs" ]; then echo "identical greedy continuations"; else echo "continuations differ"; exit 1; fi
+echo
+echo '$ flashmoe run -m build/models/qwen35moe_tok -p "What does lucid mean?" -n 24 --seed 1'
+$FM run -m $M -p "What does lucid mean?" -n 24 --seed 1

@@ -51,22 +51,26 @@ for mode in native asan; do
         [ "$f" -gt 0 ] && failures+=("$mode/$t")
         rm -f "$log"
     done
-    note "$mode: test_cli.sh"
-    log=$(mktemp)
-    tests/test_cli.sh build/$mode "$MODELS" 2>&1 | tee "$log"
-    rc=${PIPESTATUS[0]}
-    passed=$((passed + $(grep -c '^ok - ' "$log")))
-    f=$(grep -c '^not ok - ' "$log")
-    failed=$((failed + f))
-    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then record "$mode/test_cli.sh (exit $rc)" 1; fi
-    [ "$f" -gt 0 ] && failures+=("$mode/test_cli.sh")
-    rm -f "$log"
+    for script in tests/test_cli.sh tests/test_chat.sh; do
+        note "$mode: $script"
+        log=$(mktemp)
+        $script build/$mode "$MODELS" 2>&1 | tee "$log"
+        rc=${PIPESTATUS[0]}
+        passed=$((passed + $(grep -c '^ok - ' "$log")))
+        f=$(grep -c '^not ok - ' "$log")
+        failed=$((failed + f))
+        if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then record "$mode/$script (exit $rc)" 1; fi
+        [ "$f" -gt 0 ] && failures+=("$mode/$script")
+        rm -f "$log"
+    done
 done
 
 if command -v clang >/dev/null; then
     note "fuzzing ($FUZZ_SECONDS s per target)"
     if make -s fuzz; then
-        for target in safetensors config; do
+        for src in tests/fuzz/fuzz_*.c; do
+            target=${src#tests/fuzz/fuzz_}
+            target=${target%.c}
             corpus=$(mktemp -d)
             cp tests/fuzz/corpus/$target/* "$corpus/"
             ./build/fuzz/fuzz_$target -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 \

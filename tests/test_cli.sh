@@ -98,5 +98,28 @@ expect_fail "wrong-shaped tensor" "has shape [1024, 128], expected [1024, 96]" $
 mk; rm "$TMP/m/model.safetensors"
 expect_fail "no weights" "no model.safetensors" $FM info -m "$TMP/m"
 
+# ---- tokenize ------------------------------------------------------------
+TOK=$MODELS/../tokenizers/qwen3
+got=$($FM tokenize --tokenizer "$TOK" "Hello, world!")
+[ "$got" = "9707 11 1879 0" ] && ok "tokenize prints the ids" || not_ok "tokenize prints the ids" "$got"
+got=$($FM tokenize --tokenizer "$MODELS/qwen35moe_tok" "Hello, world!")
+[ "$got" = "9707 11 1879 0" ] && ok "tokenize takes a model directory" || not_ok "tokenize takes a model directory" "$got"
+got=$($FM tokenize --tokenizer "$TOK/tokenizer.json" --decode 9707,11,1879,0)
+[ "$got" = "Hello, world!" ] && ok "tokenize --decode prints the text" || not_ok "tokenize --decode" "$got"
+printf '<|im_start|>user\nhi<|im_end|>' >"$TMP/chat.txt"
+got=$($FM tokenize --tokenizer "$TOK" --text-file "$TMP/chat.txt")
+[ "$(cut -d' ' -f1 <<<"$got")" = 151644 ] && [ "$(awk '{print $NF}' <<<"$got")" = 151645 ] &&
+    ok "tokenize --text-file matches special tokens" || not_ok "tokenize --text-file" "$got"
+got=$($FM tokenize --tokenizer "$TOK" --decode 151644,872 --skip-special)
+[ "$got" = "user" ] && ok "tokenize --decode --skip-special" || not_ok "--skip-special" "$got"
+printf 'ok\xff' >"$TMP/bad.txt"
+expect_fail "tokenize refuses invalid UTF-8" "$TMP/bad.txt: text is not valid UTF-8 (byte 2)" \
+    $FM tokenize --tokenizer "$TOK" --text-file "$TMP/bad.txt"
+expect_fail "tokenize without a tokenizer" "missing --tokenizer" $FM tokenize "text"
+expect_fail "tokenize with a missing tokenizer" "$TMP/none: no such tokenizer" $FM tokenize --tokenizer "$TMP/none" "x"
+expect_fail "tokenize --decode of an unknown id" "token id 999999 at position 1" $FM tokenize --tokenizer "$TOK" --decode 1,999999
+echo '{"model": {"type": "Unigram", "vocab": []}}' >"$TMP/tokenizer.json"
+expect_fail "unsupported tokenizer model" "model type 'Unigram' is not supported" $FM tokenize --tokenizer "$TMP/tokenizer.json" x
+
 echo "cli: $pass passed, $fail failed"
 [ $fail -eq 0 ]

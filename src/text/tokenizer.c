@@ -41,6 +41,21 @@ fm_status fm_tokenizer_open(const char *path, fm_tokenizer **out) {
     return FM_OK;
 }
 
+fm_status tokenizer_from_text(const char *text, size_t len, const char *label, fm_tokenizer **out) {
+    *out = NULL;
+    fm_tokenizer *tok = calloc(1, sizeof *tok);
+    if (!tok) return fm_error(FM_ERR_NOMEM, "out of memory");
+    pthread_mutex_init(&tok->cache_lock, NULL);
+    fm_status st = tokenizer_load_json_text(tok, text, len, label);
+    if (st == FM_OK) st = tok_cache_init(&tok->cache, 1u << 10, &tok->cache_lock);
+    if (st != FM_OK) {
+        fm_tokenizer_close(tok);
+        return st;
+    }
+    *out = tok;
+    return FM_OK;
+}
+
 void fm_tokenizer_close(fm_tokenizer *tok) {
     if (!tok) return;
     tok_cache_free(&tok->cache);

@@ -77,6 +77,10 @@ struct fm_tokenizer {
 
 /* tokenizer_load.c */
 fm_status tokenizer_load_json(fm_tokenizer *tok, const char *path);
+/* The same from text in memory (`label` names it in messages); used by the fuzz target. */
+fm_status tokenizer_load_json_text(fm_tokenizer *tok, const char *text, size_t len, const char *label);
+/* A tokenizer from tokenizer.json text alone (no tokenizer_config.json). */
+fm_status tokenizer_from_text(const char *text, size_t len, const char *label, fm_tokenizer **out);
 fm_status tokenizer_load_config(fm_tokenizer *tok, const char *path);
 int32_t tokenizer_vocab_find(const fm_tokenizer *tok, const char *bytes, size_t len);
 

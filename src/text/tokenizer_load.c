@@ -29,6 +29,8 @@ static uint64_t hash_pair(uint64_t key) {
     return key;
 }
 
+static fm_status tokenizer_load_root(fm_tokenizer *tok, const cJSON *root, const char *path);
+
 int32_t tokenizer_vocab_find(const fm_tokenizer *tok, const char *bytes, size_t len) {
     size_t i = hash_bytes(bytes, len) & tok->vocab.mask;
     for (uint32_t slot; (slot = tok->vocab.slots[i]); i = (i + 1) & tok->vocab.mask) {
@@ -46,7 +48,7 @@ static size_t table_size(size_t n) {
 
 /* Appends bytes to the pool; returns the offset. */
 static int pool_add(fm_tokenizer *tok, const void *bytes, size_t len, size_t *cap, uint32_t *offset) {
-    if (tok->pool_len + len > *cap) {
+    if (!tok->pool || tok->pool_len + len > *cap) {
         size_t c = *cap ? *cap : 1 << 20;
         while (c < tok->pool_len + len) c *= 2;
         char *p = realloc(tok->pool, c);
@@ -97,6 +99,10 @@ static fm_status read_vocab(fm_tokenizer *tok, const cJSON *vocab, const cJSON *
             buf = b;
         }
         long n = byte_level_to_bytes(it->string, slen, buf);
+        if (n == 0) {
+            st = fm_error(FM_ERR_FORMAT, "%s: model.vocab holds an empty token", path);
+            break;
+        }
         if (n < 0) {
             st = fm_error(FM_ERR_UNSUPPORTED, "%s: vocab token '%s' is not in the byte-level alphabet "
                           "(only byte-level BPE tokenizers are supported)", path, it->string);
@@ -216,11 +222,14 @@ static fm_status read_merges(fm_tokenizer *tok, const cJSON *merges, const char 
                 break;
             }
         }
-        long nb_a = byte_level_to_bytes(a, la, bytes), nb_b;
-        int32_t left = nb_a < 0 ? -1 : tokenizer_vocab_find(tok, (char *)bytes, (size_t)nb_a);
-        nb_b = byte_level_to_bytes(b, lb, bytes + (nb_a > 0 ? nb_a : 0));
-        int32_t right = nb_b < 0 ? -1 : tokenizer_vocab_find(tok, (char *)bytes + nb_a, (size_t)nb_b);
-        int32_t merged = nb_a < 0 || nb_b < 0 ? -1 : tokenizer_vocab_find(tok, (char *)bytes, (size_t)(nb_a + nb_b));
+        long nb_a = byte_level_to_bytes(a, la, bytes);
+        long nb_b = nb_a < 0 ? -1 : byte_level_to_bytes(b, lb, bytes + nb_a);
+        int32_t left = -1, right = -1, merged = -1;
+        if (nb_a >= 0 && nb_b >= 0) {
+            left = tokenizer_vocab_find(tok, (char *)bytes, (size_t)nb_a);
+            right = tokenizer_vocab_find(tok, (char *)bytes + nb_a, (size_t)nb_b);
+            merged = tokenizer_vocab_find(tok, (char *)bytes, (size_t)(nb_a + nb_b));
+        }
         if (left < 0 || right < 0 || merged < 0) {
             memcpy(tmp, a, la);
             tmp[la] = 0;
@@ -326,6 +335,22 @@ fm_status tokenizer_load_json(fm_tokenizer *tok, const char *path) {
     cJSON *root;
     fm_status st = json_file_read(path, &root);
     if (st != FM_OK) return st;
+    st = tokenizer_load_root(tok, root, path);
+    cJSON_Delete(root);
+    return st;
+}
+
+fm_status tokenizer_load_json_text(fm_tokenizer *tok, const char *text, size_t len, const char *label) {
+    cJSON *root;
+    fm_status st = json_parse_text(text, len, label, &root);
+    if (st != FM_OK) return st;
+    st = tokenizer_load_root(tok, root, label);
+    cJSON_Delete(root);
+    return st;
+}
+
+static fm_status tokenizer_load_root(fm_tokenizer *tok, const cJSON *root, const char *path) {
+    fm_status st = FM_OK;
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(model, "type");
     const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
@@ -335,11 +360,13 @@ fm_status tokenizer_load_json(fm_tokenizer *tok, const char *path) {
     const cJSON *prefix = cJSON_GetObjectItemCaseSensitive(model, "continuing_subword_prefix");
     const cJSON *suffix = cJSON_GetObjectItemCaseSensitive(model, "end_of_word_suffix");
     for (int b = 0; b < 256; b++) tok->byte_id[b] = -1;
-    if (!cJSON_IsObject(model) || !cJSON_IsObject(vocab))
+    if (!cJSON_IsObject(model))
         st = fm_error(FM_ERR_FORMAT, "%s: missing \"model\" with a \"vocab\" object", path);
     else if (!cJSON_IsString(type) || strcmp(type->valuestring, "BPE") != 0)
         st = fm_error(FM_ERR_UNSUPPORTED, "%s: model type '%s' is not supported (only BPE)", path,
                       cJSON_IsString(type) ? type->valuestring : "?");
+    else if (!cJSON_IsObject(vocab))
+        st = fm_error(FM_ERR_FORMAT, "%s: missing \"model\" with a \"vocab\" object", path);
     else if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "byte_fallback")) ||
              (cJSON_IsString(prefix) && prefix->valuestring[0]) || (cJSON_IsString(suffix) && suffix->valuestring[0]))
         st = fm_error(FM_ERR_UNSUPPORTED, "%s: BPE with byte_fallback or subword prefixes/suffixes is not supported",
@@ -360,7 +387,6 @@ fm_status tokenizer_load_json(fm_tokenizer *tok, const char *path) {
     for (int b = 0; b < 256 && st == FM_OK; b++)
         if (tok->byte_id[b] < 0)
             st = fm_error(FM_ERR_UNSUPPORTED, "%s: the vocab has no token for byte 0x%02x (not a byte-level BPE)", path, b);
-    cJSON_Delete(root);
     return st;
 }
 
