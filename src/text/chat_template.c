@@ -2,7 +2,20 @@
  * model's Jinja chat_template once and renders conversations with the
  * variables transformers' apply_chat_template passes: messages, tools (None
  * when absent, as transformers passes it), documents (None),
- * add_generation_prompt, enable_thinking when given, and the bos/eos tokens. */
+ * add_generation_prompt, enable_thinking when given, and the bos/eos tokens.
+ *
+ * The interpreter (jinja_*.c) covers what chat templates use, with Jinja's
+ * whitespace rules as transformers sets them (trim_blocks, lstrip_blocks):
+ * {{ }} {% %} {# #} with -/+ controls, raw; if/elif/else, for (else, filter,
+ * unpacking, loop.*), break/continue, set (names, tuples, namespace
+ * attributes, blocks), macro, with, filter blocks, transformers'
+ * {% generation %}; Python operators, literals, slicing and the str, dict and
+ * list methods; Jinja's filters and tests; tojson as json.dumps; undefined
+ * values as Jinja's Undefined. Not covered: include/import/extends/block/
+ * call, recursive loops, loop.changed, cycler/joiner/lipsum, Markup
+ * auto-escaping semantics (| safe and | e give plain strings), dict views
+ * (.items() and friends give lists), ints beyond 64 bits, and
+ * str.upper()'s rarer one-to-many case mappings. */
 #include "flashmoe.h"
 
 #include "core/error.h"

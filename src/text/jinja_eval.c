@@ -569,13 +569,20 @@ static fm_status assign(jinja_ctx *ctx, const jinja_node *target, jinja_value va
     return st;
 }
 
-/* Runs `body` with ctx->out redirected; the text becomes a string value. */
+/* Runs `body` in a scope of its own with ctx->out redirected; the text
+ * becomes a string value. ({% set %} and {% filter %} blocks: what they
+ * assign stays inside, as in Jinja.) */
 static fm_status capture(jinja_ctx *ctx, const jinja_node_list *body, jinja_value *out) {
     jinja_buf text = {0};
     jinja_buf *saved = ctx->out;
+    jinja_scope scope = {.parent = ctx->scope};
+    jinja_scope *saved_scope = ctx->scope;
     ctx->out = &text;
+    ctx->scope = &scope;
     fm_status st = exec_body(ctx, body);
     ctx->out = saved;
+    ctx->scope = saved_scope;
+    scope_free(&scope);
     if (st) {
         jinja_buf_free(&text);
         return st;
@@ -735,8 +742,7 @@ fm_status jinja_template_render(const jinja_template *t, const jinja_dict *globa
     jinja_value namespaces;
     fm_status st = jinja_list_new(0, false, &namespaces);
     if (st) return st;
-    jinja_ctx ctx = {.tmpl = t,
-                     .globals = globals,
+    jinja_ctx ctx = {.globals = globals,
                      .out = &text,
                      .scope = &top,
                      .top = &top,

@@ -114,10 +114,10 @@ FILTER(string) {
     return jinja_charge(ctx, JINJA_TEXT_COST(out->as.str->len));
 }
 
+/* safe marks text as Markup, which is a str: whatever comes in leaves as text. */
 FILTER(safe) {
     fm_status st = no_params(ctx, "safe", args);
-    if (!st) *out = jinja_retain(v);
-    return st;
+    return st ? st : as_text(v, out);
 }
 
 FILTER(replace) {
@@ -256,52 +256,15 @@ FILTER(wordcount) {
     return FM_OK;
 }
 
-/* The format filter: printf-style %s %r %d %i %% only. */
+/* The format filter: str(value) % args, as Jinja's. */
 FILTER(format) {
-    if (v.type != JINJA_STRING) return jinja_fail(ctx, FM_ERR_ARGUMENT, "format expects a string");
     if (args->n_kw) return jinja_fail(ctx, FM_ERR_UNSUPPORTED, "format with keyword arguments is not supported");
-    const char *s = v.as.str->data;
-    size_t len = v.as.str->len;
-    int next = 0;
-    jinja_buf b = {0};
-    fm_status st = FM_OK;
-    for (size_t i = 0; i < len && !st; i++) {
-        if (s[i] != '%') {
-            st = jinja_buf_putc(&b, s[i]);
-            continue;
-        }
-        char c = i + 1 < len ? s[++i] : 0;
-        if (c == '%') {
-            st = jinja_buf_putc(&b, '%');
-            continue;
-        }
-        if ((c != 's' && c != 'r' && c != 'd' && c != 'i') || next >= args->n_pos) {
-            st = jinja_fail(ctx, c == 's' || c == 'r' || c == 'd' || c == 'i' ? FM_ERR_ARGUMENT : FM_ERR_UNSUPPORTED,
-                            c == 's' || c == 'r' || c == 'd' || c == 'i'
-                                ? "not enough arguments for format string"
-                                : "unsupported format character in format filter");
-            break;
-        }
-        jinja_value arg = args->pos[next++];
-        if (c == 'd' || c == 'i') {
-            if (arg.type == JINJA_FLOAT && isfinite(arg.as.number))
-                st = jinja_buf_printf(&b, "%.0f", trunc(arg.as.number));
-            else if (is_int(arg))
-                st = jinja_buf_printf(&b, "%lld", (long long)int_of(arg));
-            else
-                st = jinja_fail(ctx, FM_ERR_ARGUMENT, "%%d format: a real number is required, not %s",
-                                jinja_type_name(arg));
-        } else {
-            st = c == 'r' ? jinja_repr(arg, &b) : jinja_to_text(arg, &b);
-        }
-    }
-    if (!st && next < args->n_pos)
-        st = jinja_fail(ctx, FM_ERR_ARGUMENT, "not all arguments converted during string formatting");
-    if (st) {
-        jinja_buf_free(&b);
-        return st;
-    }
-    return jinja_buf_to_string(&b, out);
+    jinja_value text;
+    fm_status st = as_text(v, &text);
+    if (st) return st;
+    st = jinja_percent_format(ctx, text, args->pos, args->n_pos, false, out);
+    jinja_release(text);
+    return st;
 }
 
 FILTER(tojson) {
@@ -429,6 +392,8 @@ FILTER(int) {
     double f;
     if ((st = int_arg(ctx, a[1], "base", 10, &base))) return st;
     if (v.type == JINJA_STRING && (st = jinja_charge(ctx, JINJA_TEXT_COST(v.as.str->len)))) return st;
+    if (v.type == JINJA_UNDEFINED) /* int(Undefined) raises rather than falling back to the default */
+        return jinja_fail(ctx, FM_ERR_ARGUMENT, "'%s' is undefined", v.as.hint ? v.as.hint : "value");
     if (is_int(v)) return *out = jinja_int(int_of(v)), FM_OK;
     if (v.type == JINJA_FLOAT && isfinite(v.as.number) && fabs(v.as.number) < 9.2e18)
         return *out = jinja_int((int64_t)v.as.number), FM_OK;
@@ -445,6 +410,8 @@ FILTER(float) {
     BIND("float", 0, "default");
     double f;
     if (v.type == JINJA_STRING && (st = jinja_charge(ctx, JINJA_TEXT_COST(v.as.str->len)))) return st;
+    if (v.type == JINJA_UNDEFINED)
+        return jinja_fail(ctx, FM_ERR_ARGUMENT, "'%s' is undefined", v.as.hint ? v.as.hint : "value");
     if (v.type == JINJA_FLOAT) return *out = v, FM_OK;
     if (is_int(v)) return *out = jinja_float((double)int_of(v)), FM_OK;
     if (v.type == JINJA_STRING && parse_float_text(v.as.str->data, v.as.str->len, &f))
@@ -798,6 +765,7 @@ static fm_status select_items(jinja_ctx *ctx, jinja_value v, const jinja_args *a
             return jinja_fail(ctx, FM_ERR_UNSUPPORTED, "unknown test '%s'", name.as.str->data);
     }
     jinja_args test_args = {.pos = args->pos + off + 1, .n_pos = args->n_pos > off ? args->n_pos - off - 1 : 0};
+    if (!jinja_truthy(v)) return jinja_list_new(0, false, out); /* Jinja yields nothing for a falsy value */
     jinja_value items;
     fm_status st = jinja_iterate(ctx, v, &items);
     if (st || (st = jinja_list_new(0, false, out))) {
@@ -851,6 +819,7 @@ FILTER(map) {
         rest.pos++;
         rest.n_pos--;
     }
+    if (!jinja_truthy(v)) return jinja_list_new(0, false, out); /* Jinja maps nothing for a falsy value */
     jinja_value items;
     fm_status st = jinja_iterate(ctx, v, &items);
     if (st || (st = jinja_list_new(items.as.list->len, false, out))) {
@@ -1025,11 +994,12 @@ static fm_status one_arg(jinja_ctx *ctx, const char *name, const jinja_args *arg
     return FM_OK;
 }
 
-static fm_status parity(jinja_ctx *ctx, jinja_value v, int64_t divisor, bool *out) {
-    jinja_value d = jinja_int(divisor), r;
-    fm_status st = jinja_binary(ctx, JOP_MOD, v, d, &r);
+/* value % 2 == remainder (for floats, odd and even can both be false) */
+static fm_status parity(jinja_ctx *ctx, jinja_value v, int64_t remainder, bool *out) {
+    jinja_value r;
+    fm_status st = jinja_binary(ctx, JOP_MOD, v, jinja_int(2), &r);
     if (st) return st;
-    *out = jinja_equal(r, jinja_int(0));
+    *out = jinja_equal(r, jinja_int(remainder));
     jinja_release(r);
     return FM_OK;
 }
@@ -1078,11 +1048,8 @@ fm_status jinja_apply_test(jinja_ctx *ctx, int id, jinja_value v, const jinja_ar
         *out = !st && jinja_truthy(r);
         break;
     }
-    case T_ODD:
-        st = parity(ctx, v, 2, out);
-        *out = !*out;
-        break;
-    case T_EVEN: st = parity(ctx, v, 2, out); break;
+    case T_ODD: st = parity(ctx, v, 1, out); break;
+    case T_EVEN: st = parity(ctx, v, 0, out); break;
     case T_DIVISIBLEBY: {
         jinja_value r;
         if ((st = jinja_binary(ctx, JOP_MOD, v, arg, &r))) return st;

@@ -115,6 +115,13 @@ static fm_status int_pow(jinja_ctx *ctx, int64_t base, int64_t exp, jinja_value 
 
 fm_status jinja_binary(jinja_ctx *ctx, int op, jinja_value a, jinja_value b, jinja_value *out) {
     *out = jinja_undefined(NULL);
+    if (op == JOP_MOD && a.type == JINJA_STRING) {
+        /* printf-style; a list, dict or undefined on the right is one argument Python may leave unused */
+        if (b.type == JINJA_LIST && b.as.list->is_tuple)
+            return jinja_percent_format(ctx, a, b.as.list->items, (int)b.as.list->len, false, out);
+        bool mapping_like = b.type == JINJA_LIST || b.type == JINJA_DICT || b.type == JINJA_UNDEFINED;
+        return jinja_percent_format(ctx, a, &b, 1, mapping_like, out);
+    }
     if (a.type == JINJA_UNDEFINED) return undefined_error(ctx, a);
     if (b.type == JINJA_UNDEFINED) return undefined_error(ctx, b);
     if (is_number(a) && is_number(b)) {
@@ -185,9 +192,56 @@ fm_status jinja_binary(jinja_ctx *ctx, int op, jinja_value a, jinja_value b, jin
         return repeat(ctx, a, as_int(b), out);
     if (op == JOP_MUL && (b.type == JINJA_STRING || b.type == JINJA_LIST) && is_intlike(a))
         return repeat(ctx, b, as_int(a), out);
-    if (op == JOP_MOD && a.type == JINJA_STRING)
-        return jinja_fail(ctx, FM_ERR_UNSUPPORTED, "printf-style formatting with %% is not supported");
     return operand_error(ctx, op, a, b);
+}
+
+fm_status jinja_percent_format(jinja_ctx *ctx, jinja_value fmt, const jinja_value *args, int n_args, bool lenient,
+                               jinja_value *out) {
+    const char *s = fmt.as.str->data;
+    size_t len = fmt.as.str->len;
+    int next = 0;
+    jinja_buf b = {0};
+    fm_status st = jinja_charge(ctx, JINJA_TEXT_COST(len));
+    for (size_t i = 0; i < len && !st; i++) {
+        if (s[i] != '%') {
+            st = jinja_buf_putc(&b, s[i]);
+            continue;
+        }
+        char c = i + 1 < len ? s[++i] : 0;
+        if (c == '%') {
+            st = jinja_buf_putc(&b, '%');
+            continue;
+        }
+        if (c != 's' && c != 'r' && c != 'd' && c != 'i') {
+            st = jinja_fail(ctx, FM_ERR_UNSUPPORTED, "printf-style formatting supports %%s %%r %%d %%i only");
+            break;
+        }
+        if (next >= n_args) {
+            st = jinja_fail(ctx, FM_ERR_ARGUMENT, "not enough arguments for format string");
+            break;
+        }
+        jinja_value arg = args[next++];
+        if (arg.type == JINJA_UNDEFINED && (c == 'd' || c == 'i')) {
+            st = undefined_error(ctx, arg);
+        } else if (c == 'd' || c == 'i') {
+            if (arg.type == JINJA_FLOAT && isfinite(arg.as.number))
+                st = jinja_buf_printf(&b, "%.0f", trunc(arg.as.number));
+            else if (is_intlike(arg))
+                st = jinja_buf_printf(&b, "%lld", (long long)as_int(arg));
+            else
+                st = jinja_fail(ctx, FM_ERR_ARGUMENT, "%%%c format: a real number is required, not %s", c,
+                                jinja_type_name(arg));
+        } else {
+            st = c == 'r' ? jinja_repr(arg, &b) : jinja_to_text(arg, &b);
+        }
+    }
+    if (!st && next < n_args && !lenient)
+        st = jinja_fail(ctx, FM_ERR_ARGUMENT, "not all arguments converted during string formatting");
+    if (st) {
+        jinja_buf_free(&b);
+        return st;
+    }
+    return jinja_buf_to_string(&b, out);
 }
 
 fm_status jinja_negate(jinja_ctx *ctx, jinja_value a, bool minus, jinja_value *out) {
@@ -470,19 +524,25 @@ static void slice_indices(int64_t length, const int64_t *start_in, const int64_t
 
 fm_status jinja_slice(jinja_ctx *ctx, jinja_value obj, jinja_value start, jinja_value stop, jinja_value step,
                       jinja_value *out) {
+    /* Jinja slices with Python's own subscript, not its forgiving getitem:
+     * what Python refuses is an error here too. */
     *out = jinja_undefined("slice");
     if (obj.type == JINJA_UNDEFINED) return undefined_error(ctx, obj);
+    if (obj.type == JINJA_DICT) return jinja_fail(ctx, FM_ERR_ARGUMENT, "unhashable type: 'slice'");
+    if (obj.type != JINJA_LIST && obj.type != JINJA_STRING)
+        return jinja_fail(ctx, FM_ERR_ARGUMENT, "'%s' object is not subscriptable", jinja_type_name(obj));
     jinja_value parts[3] = {start, stop, step};
     int64_t values[3];
     for (int i = 0; i < 3; i++) {
         if (parts[i].type == JINJA_NONE) continue;
-        if (!is_intlike(parts[i])) return FM_OK; /* Python's TypeError, which Jinja turns into undefined */
+        if (!is_intlike(parts[i]))
+            return jinja_fail(ctx, FM_ERR_ARGUMENT,
+                              "slice indices must be integers or None or have an __index__ method");
         values[i] = as_int(parts[i]);
     }
     int64_t step_v = step.type == JINJA_NONE ? 1 : values[2];
     if (step_v == 0) return jinja_fail(ctx, FM_ERR_ARGUMENT, "slice step cannot be zero");
     if (step_v == INT64_MIN) step_v = -INT64_MAX;
-    if (obj.type != JINJA_LIST && obj.type != JINJA_STRING) return FM_OK;
     const char *data = obj.type == JINJA_STRING ? obj.as.str->data : NULL;
     size_t byte_len = obj.type == JINJA_STRING ? obj.as.str->len : 0;
     int64_t length = obj.type == JINJA_LIST ? (int64_t)obj.as.list->len : (int64_t)jinja_utf8_count(data, byte_len);

@@ -27,7 +27,6 @@ typedef struct jinja_scope jinja_scope;
 typedef enum { JINJA_FLOW_NORMAL, JINJA_FLOW_BREAK, JINJA_FLOW_CONTINUE } jinja_flow;
 
 typedef struct jinja_ctx {
-    const jinja_template *tmpl;
     const jinja_dict *globals;
     jinja_buf *out;         /* where text goes: the result, or a capture */
     jinja_scope *scope;     /* innermost */
@@ -87,6 +86,10 @@ fm_status jinja_get_attr(jinja_ctx *ctx, jinja_value obj, const char *name, jinj
 fm_status jinja_get_item(jinja_ctx *ctx, jinja_value obj, jinja_value key, jinja_value *out);
 fm_status jinja_slice(jinja_ctx *ctx, jinja_value obj, jinja_value start, jinja_value stop, jinja_value step,
                       jinja_value *out);
+/* Python's printf-style fmt % args for the conversions %s %r %d %i %%.
+ * lenient: the arguments are one list or dict, which Python lets go unused. */
+fm_status jinja_percent_format(jinja_ctx *ctx, jinja_value fmt, const jinja_value *args, int n_args, bool lenient,
+                               jinja_value *out);
 /* Substring of a string value by code-point range [from, to). */
 fm_status jinja_substring(jinja_value s, size_t from_cp, size_t to_cp, jinja_value *out);
 

@@ -273,6 +273,7 @@ static uint64_t value_hash(jinja_value v) {
 
 bool jinja_is_hashable(jinja_value v) {
     switch (v.type) {
+    case JINJA_UNDEFINED: /* Jinja's Undefined hashes (all undefined values are equal) */
     case JINJA_NONE:
     case JINJA_BOOL:
     case JINJA_INT:
