@@ -35,17 +35,7 @@ static const char *data_dir(void) {
 static char *read_text(const char *name) {
     char path[1024];
     snprintf(path, sizeof path, "%s/%s", data_dir(), name);
-    FILE *f = fopen(path, "rb");
-    if (!f) fail_msg("cannot open %s (run from the repository root or set FM_TEST_DATA)", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    rewind(f);
-    char *text = malloc((size_t)n + 1);
-    assert_non_null(text);
-    assert_int_equal(fread(text, 1, (size_t)n, f), (size_t)n);
-    text[n] = 0;
-    fclose(f);
-    return text;
+    return read_text_file(path);
 }
 
 static cJSON *read_json(const char *name) {

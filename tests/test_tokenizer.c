@@ -39,20 +39,6 @@ static int teardown(void **state) {
     return 0;
 }
 
-static char *read_text(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) fail_msg("cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    rewind(f);
-    char *buf = malloc((size_t)n + 1);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-    buf[n] = 0;
-    fclose(f);
-    return buf;
-}
-
 static char *decode_all(const int32_t *ids, int n, int skip_special) {
     char *text;
     size_t len;
@@ -65,7 +51,7 @@ static void test_reference_corpus(void **state) {
     (void)state;
     char path[1024];
     snprintf(path, sizeof path, "%s/reference.json", tok_dir());
-    char *json = read_text(path);
+    char *json = read_text_file(path);
     cJSON *refs = cJSON_Parse(json);
     assert_non_null(refs);
     int n_texts = 0, n_tokens = 0;

@@ -30,5 +30,7 @@ float rand_uniform(uint64_t *seed);
 const st_tensor *ref_tensor(const st_file *f, const char *name);
 
 int write_file(const char *path, const void *data, size_t len);
+/* A whole file as a NUL-terminated string (malloc'd); fails the test if unreadable. */
+char *read_text_file(const char *path);
 
 #endif
