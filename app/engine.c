@@ -31,11 +31,12 @@ void engine_options_init(engine_options *o) {
 
 const char *engine_options_help(void) {
     return "  -n N                  at most N new tokens per answer (default 512)\n"
-           "  --temp T              temperature (default 0.7; 0 = greedy)\n"
-           "  --top-k K             keep the K most likely tokens (default 20; 0 = off)\n"
-           "  --top-p P             nucleus sampling (default 0.8; 1 = off)\n"
-           "  --min-p P             drop tokens below P x the most likely (default 0 = off)\n"
-           "  --repeat-penalty R    repetition penalty (default 1 = off)\n"
+           "  Sampling defaults are the model's generation_config.json, else the values shown:\n"
+           "  --temp T              temperature (0.7; 0 = greedy)\n"
+           "  --top-k K             keep the K most likely tokens (20; 0 = off)\n"
+           "  --top-p P             nucleus sampling (0.8; 1 = off)\n"
+           "  --min-p P             drop tokens below P x the most likely (0 = off)\n"
+           "  --repeat-penalty R    repetition penalty (1 = off)\n"
            "  --presence-penalty P  presence penalty (default 0 = off)\n"
            "  --seed S              random seed (default: from the clock; printed with --stats)\n"
            "  --think | --no-think  turn the model's thinking on or off (default: the template's)\n"
@@ -80,6 +81,7 @@ int engine_parse_option(int argc, char **argv, int *i, engine_options *o) {
     if (!strcmp(a, "--top-k")) {
         if ((n = cli_parse_count(v)) < 0) return cli_fail("--top-k: '%s' is not a count", v), -1;
         o->sampling.top_k = (int)n;
+        o->sampling_given |= ENGINE_SET_TOP_K;
         return 1;
     }
     if (!strcmp(a, "--seed")) {
@@ -91,10 +93,12 @@ int engine_parse_option(int argc, char **argv, int *i, engine_options *o) {
         o->seed_given = 1;
         return 1;
     }
-    if (!strcmp(a, "--temp")) return parse_float(a, v, 0, 100, &o->sampling.temperature);
-    if (!strcmp(a, "--top-p")) return parse_float(a, v, 0, 1, &o->sampling.top_p);
-    if (!strcmp(a, "--min-p")) return parse_float(a, v, 0, 1, &o->sampling.min_p);
-    if (!strcmp(a, "--repeat-penalty")) return parse_float(a, v, 0.01f, 100, &o->sampling.repetition_penalty);
+    if (!strcmp(a, "--temp"))
+        return o->sampling_given |= ENGINE_SET_TEMP, parse_float(a, v, 0, 100, &o->sampling.temperature);
+    if (!strcmp(a, "--top-p")) return o->sampling_given |= ENGINE_SET_TOP_P, parse_float(a, v, 0, 1, &o->sampling.top_p);
+    if (!strcmp(a, "--min-p")) return o->sampling_given |= ENGINE_SET_MIN_P, parse_float(a, v, 0, 1, &o->sampling.min_p);
+    if (!strcmp(a, "--repeat-penalty"))
+        return o->sampling_given |= ENGINE_SET_REPEAT, parse_float(a, v, 0.01f, 100, &o->sampling.repetition_penalty);
     if (!strcmp(a, "--presence-penalty")) return parse_float(a, v, -100, 100, &o->sampling.presence_penalty);
     if (!strcmp(a, "--system")) o->system = v;
     else if (!strcmp(a, "--tokenizer")) o->tokenizer_path = v;
@@ -155,7 +159,15 @@ int engine_open(engine *e, const engine_options *o) {
         return rc;
     }
     free(file_text);
+    /* The model's own defaults (generation_config.json) unless the command line says otherwise. */
     fm_sampler_params sp = o->sampling;
+    const fm_model_info *in = e->info;
+    if (!(o->sampling_given & ENGINE_SET_TEMP) && in->default_temperature >= 0) sp.temperature = in->default_temperature;
+    if (!(o->sampling_given & ENGINE_SET_TOP_K) && in->default_top_k >= 0) sp.top_k = in->default_top_k;
+    if (!(o->sampling_given & ENGINE_SET_TOP_P) && in->default_top_p > 0) sp.top_p = in->default_top_p;
+    if (!(o->sampling_given & ENGINE_SET_MIN_P) && in->default_min_p >= 0) sp.min_p = in->default_min_p;
+    if (!(o->sampling_given & ENGINE_SET_REPEAT) && in->default_repetition_penalty > 0)
+        sp.repetition_penalty = in->default_repetition_penalty;
     if (!o->seed_given) sp.seed = (uint64_t)time(NULL) ^ ((uint64_t)clock() << 32);
     if (fm_sampler_new(&sp, e->info->vocab_size, &e->sampler) != FM_OK) {
         engine_close(e);

@@ -30,7 +30,10 @@ typedef struct {
     int n_stop;
     fm_sampler_params sampling;
     int seed_given;
+    unsigned sampling_given; /* ENGINE_SET_* bits: options given on the command line */
 } engine_options;
+
+enum { ENGINE_SET_TEMP = 1, ENGINE_SET_TOP_K = 2, ENGINE_SET_TOP_P = 4, ENGINE_SET_MIN_P = 8, ENGINE_SET_REPEAT = 16 };
 
 /* Parses one option of run/chat at argv[*i]: 1 consumed, 0 not ours, -1 error. */
 int engine_parse_option(int argc, char **argv, int *i, engine_options *o);

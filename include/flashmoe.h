@@ -49,6 +49,10 @@ typedef struct {
     int max_position_embeddings;
     int n_eos;
     int32_t eos_ids[8];
+    /* Sampling defaults from generation_config.json; negative when it names none
+     * (temperature 0 when it says do_sample false). */
+    float default_temperature, default_top_p, default_min_p, default_repetition_penalty;
+    int default_top_k;
     /* Counts over the text model's tensors (vision tower and MTP head excluded). */
     uint64_t params_total, params_experts, params_dense, params_active;
     uint64_t bytes_total, bytes_experts, bytes_dense, bytes_active;

@@ -47,6 +47,21 @@ err=$($FM run -m "$M" -n 2 2>&1); rc=$?
 check "missing prompt is refused" "[ $rc -eq 1 ] && grep -q 'missing -p' <<<\"\$err\"" "$err"
 err=$($FM run -m "$MODELS/qwen3moe" -p "x" -n 2 2>&1); rc=$?
 check "a model without tokenizer gets a clear error" "[ $rc -eq 1 ] && grep -q 'tokenizer' <<<\"\$err\"" "$err"
+# Sampling defaults come from generation_config.json unless given: do_sample false is greedy.
+D=$BUILD/greedy_model
+rm -rf "$D"; mkdir -p "$D"
+for f in config.json model.safetensors tokenizer.json tokenizer_config.json; do ln -s "$(cd "$M" && pwd)/$f" "$D/$f"; done
+echo '{"eos_token_id": [151645, 151643], "do_sample": false, "top_k": 20}' >"$D/generation_config.json"
+a=$($FM run -m "$D" -p "Hi" -n 8 --seed 1 2>/dev/null); b=$($FM run -m "$D" -p "Hi" -n 8 --seed 2 2>/dev/null)
+c=$($FM run -m "$M" -p "Hi" -n 8 --temp 0 2>/dev/null)
+check "do_sample false in generation_config.json makes run greedy" "[ \"\$a\" = \"\$b\" ] && [ \"\$a\" = \"\$c\" ]" "$a
+$b
+$c"
+a=$($FM run -m "$D" -p "Hi" -n 8 --seed 1 --temp 1.5 --top-k 0 --top-p 1 2>/dev/null); b=$($FM run -m "$D" -p "Hi" -n 8 --seed 2 --temp 1.5 --top-k 0 --top-p 1 2>/dev/null)
+check "--temp overrides the model's default" "[ \"\$a\" != \"\$b\" ]" "$a
+$b"
+rm -rf "$D"
+
 # Stop strings: the answer ends before the first stop string. Use the first
 # generated character as a stop string, so that the answer is empty.
 first=$($FM run -m "$M" -p "Hello" -n 4 --temp 0 2>/dev/null | head -c 1)

@@ -160,8 +160,30 @@ static fm_status read_eos(const cJSON *root, const char *path, fm_config *cfg) {
     return FM_OK;
 }
 
+/* Sampling defaults a model ships with (temperature, top_p, top_k, min_p,
+ * repetition_penalty; do_sample false means greedy). */
+static fm_status read_sampling(const cJSON *root, const char *path, fm_config *cfg) {
+    cfg_reader r = {root, path};
+    double t = -1, p = -1, m = -1, rep = -1;
+    int k = -1, sample = 1;
+    fm_status st;
+    if ((st = cfg_double(&r, "temperature", CFG_OPTIONAL, -1, &t)) || (st = cfg_double(&r, "top_p", CFG_OPTIONAL, -1, &p)) ||
+        (st = cfg_double(&r, "min_p", CFG_OPTIONAL, -1, &m)) ||
+        (st = cfg_double(&r, "repetition_penalty", CFG_OPTIONAL, -1, &rep)) ||
+        (st = cfg_int(&r, "top_k", CFG_OPTIONAL, -1, 0, &k)) || (st = cfg_bool(&r, "do_sample", 1, &sample)))
+        return st;
+    cfg->gen_temperature = sample ? (float)t : 0.0f;
+    cfg->gen_top_p = (float)p;
+    cfg->gen_min_p = (float)m;
+    cfg->gen_repetition_penalty = (float)rep;
+    cfg->gen_top_k = k;
+    return FM_OK;
+}
+
 static fm_status parse_root(cJSON *root, const char *label, fm_config *cfg) {
     memset(cfg, 0, sizeof *cfg);
+    cfg->gen_temperature = cfg->gen_top_p = cfg->gen_min_p = cfg->gen_repetition_penalty = -1;
+    cfg->gen_top_k = -1;
     if (!cJSON_IsObject(root)) return fm_error(FM_ERR_FORMAT, "%s: not a JSON object", label);
     const cJSON *text = cJSON_GetObjectItemCaseSensitive(root, "text_config");
     if (text && !cJSON_IsNull(text) && !cJSON_IsObject(text))
@@ -255,7 +277,7 @@ fm_status fm_config_load(const char *dir, fm_config *cfg) {
     fclose(probe);
     if ((st = json_file_read(path, &root)) == FM_OK) {
         if (!cJSON_IsObject(root)) st = fm_error(FM_ERR_FORMAT, "%s: not a JSON object", path);
-        else st = read_eos(root, path, cfg);
+        else if ((st = read_eos(root, path, cfg)) == FM_OK) st = read_sampling(root, path, cfg);
         cJSON_Delete(root);
     }
     if (st != FM_OK) fm_config_free(cfg);

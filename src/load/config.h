@@ -44,6 +44,9 @@ typedef struct {
 
     int n_eos;
     int32_t eos[FM_MAX_EOS];
+    /* generation_config.json sampling defaults; negative = not given. */
+    float gen_temperature, gen_top_p, gen_min_p, gen_repetition_penalty;
+    int gen_top_k;
 } fm_config;
 
 /* Key lookup with messages that name the file and key. */

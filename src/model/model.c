@@ -52,6 +52,11 @@ static void fill_info(fm_model *m) {
     in->max_position_embeddings = c->max_position_embeddings;
     in->n_eos = c->n_eos;
     memcpy(in->eos_ids, c->eos, sizeof in->eos_ids);
+    in->default_temperature = c->gen_temperature;
+    in->default_top_p = c->gen_top_p;
+    in->default_min_p = c->gen_min_p;
+    in->default_repetition_penalty = c->gen_repetition_penalty;
+    in->default_top_k = c->gen_top_k;
     in->params_total = in->params_dense + in->params_experts;
     in->bytes_total = in->bytes_dense + in->bytes_experts;
     /* Every MoE layer runs K of its E experts per token. */
