@@ -49,6 +49,11 @@ typedef struct {
     int gen_top_k;
 } fm_config;
 
+/* Channels of the linear-attention conv: q | k | v. */
+static inline int fm_config_conv_dim(const fm_config *c) {
+    return 2 * c->lin_n_k_heads * c->lin_k_dim + c->lin_n_v_heads * c->lin_v_dim;
+}
+
 /* Key lookup with messages that name the file and key. */
 typedef struct {
     const cJSON *root; /* text config object */

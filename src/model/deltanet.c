@@ -15,7 +15,7 @@
 static void regroup_qkvz(const fm_config *c, const float *p, const float *ba, int n, float *mixed, float *z,
                          float *b, float *a) {
     const int nk = c->lin_n_k_heads, dk = c->lin_k_dim, r = c->lin_n_v_heads / nk, rdv = r * c->lin_v_dim;
-    const int key_dim = nk * dk, group = 2 * dk + 2 * rdv, conv_dim = 2 * key_dim + nk * rdv;
+    const int key_dim = nk * dk, group = 2 * dk + 2 * rdv, conv_dim = fm_config_conv_dim(c);
     for (int t = 0; t < n; t++) {
         const float *pt = p + (size_t)t * nk * group;
         float *mt = mixed + (size_t)t * conv_dim, *zt = z + (size_t)t * nk * rdv;
@@ -39,7 +39,7 @@ void deltanet_forward(fm_session *s, int layer, int n) {
     const fm_layer *l = &m->layers[layer];
     fm_scratch *w = &s->scratch;
     const int nk = c->lin_n_k_heads, nv = c->lin_n_v_heads, dk = c->lin_k_dim, dv = c->lin_v_dim;
-    const int r = nv / nk, key_dim = nk * dk, value_dim = nv * dv, conv_dim = 2 * key_dim + value_dim;
+    const int r = nv / nk, key_dim = nk * dk, value_dim = nv * dv, conv_dim = fm_config_conv_dim(c);
     const int K = c->lin_conv_kernel;
     float *mixed = w->big[0]; /* [n, conv_dim] pre-conv q|k|v */
     float *z = w->big[1];     /* [n, value_dim] */

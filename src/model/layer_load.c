@@ -36,7 +36,7 @@ fm_status load_attention(fm_model *m, int i) {
 static fm_status load_deltanet_common(fm_model *m, int i) {
     const fm_config *c = &m->cfg;
     fm_layer *l = &m->layers[i];
-    int nv = c->lin_n_v_heads, conv_dim = 2 * c->lin_n_k_heads * c->lin_k_dim + nv * c->lin_v_dim;
+    int nv = c->lin_n_v_heads, conv_dim = fm_config_conv_dim(c);
     fm_status st;
     if ((st = weights_f32(m, &l->conv, (int64_t)conv_dim * c->lin_conv_kernel, 0,
                           "layers.%d.linear_attn.conv1d.weight", i)) ||
@@ -53,8 +53,7 @@ static fm_status load_deltanet_common(fm_model *m, int i) {
 fm_status load_deltanet_split(fm_model *m, int i) {
     const fm_config *c = &m->cfg;
     fm_layer *l = &m->layers[i];
-    int H = c->hidden_size, nv = c->lin_n_v_heads, vd = nv * c->lin_v_dim;
-    int conv_dim = 2 * c->lin_n_k_heads * c->lin_k_dim + vd;
+    int H = c->hidden_size, nv = c->lin_n_v_heads, vd = nv * c->lin_v_dim, conv_dim = fm_config_conv_dim(c);
     fm_status st;
     if ((st = weights_mat(m, &l->in_qkv, conv_dim, H, 0, "layers.%d.linear_attn.in_proj_qkv.weight", i)) ||
         (st = weights_mat(m, &l->in_z, vd, H, 0, "layers.%d.linear_attn.in_proj_z.weight", i)) ||

@@ -9,6 +9,10 @@
 
 static int max_int(int a, int b) { return a > b ? a : b; }
 
+/* Floats of one linear-attention layer's conv state and recurrent state. */
+static size_t conv_state_floats(const fm_config *c) { return (size_t)fm_config_conv_dim(c) * (c->lin_conv_kernel - 1); }
+static size_t recurrent_floats(const fm_config *c) { return (size_t)c->lin_n_v_heads * c->lin_k_dim * c->lin_v_dim; }
+
 fm_status fm_session_new(fm_model *m, const fm_session_options *opt, fm_session **out) {
     *out = NULL;
     const fm_config *c = &m->cfg;
@@ -18,7 +22,6 @@ fm_status fm_session_new(fm_model *m, const fm_session_options *opt, fm_session 
     s->max_context = opt && opt->max_context > 0 ? opt->max_context : c->max_position_embeddings;
     const int L = c->n_layers, H = c->hidden_size;
     const int key_dim = c->lin_n_k_heads * c->lin_k_dim, value_dim = c->lin_n_v_heads * c->lin_v_dim;
-    const int conv_dim = 2 * key_dim + value_dim;
     s->k_cache = calloc((size_t)L, sizeof *s->k_cache);
     s->v_cache = calloc((size_t)L, sizeof *s->v_cache);
     s->conv_state = calloc((size_t)L, sizeof *s->conv_state);
@@ -26,8 +29,8 @@ fm_status fm_session_new(fm_model *m, const fm_session_options *opt, fm_session 
     if (!s->k_cache || !s->v_cache || !s->conv_state || !s->recurrent) goto nomem;
     for (int i = 0; i < L; i++) {
         if (c->layer_full_attention[i]) continue;
-        s->conv_state[i] = calloc((size_t)conv_dim * (c->lin_conv_kernel - 1), sizeof(float));
-        s->recurrent[i] = calloc((size_t)c->lin_n_v_heads * c->lin_k_dim * c->lin_v_dim, sizeof(float));
+        s->conv_state[i] = calloc(conv_state_floats(c), sizeof(float));
+        s->recurrent[i] = calloc(recurrent_floats(c), sizeof(float));
         if (!s->conv_state[i] || !s->recurrent[i]) goto nomem;
     }
 
@@ -80,11 +83,10 @@ void fm_session_free(fm_session *s) {
 
 void fm_session_reset(fm_session *s) {
     const fm_config *c = &s->model->cfg;
-    const int conv_dim = 2 * c->lin_n_k_heads * c->lin_k_dim + c->lin_n_v_heads * c->lin_v_dim;
     for (int i = 0; i < c->n_layers; i++) {
         if (c->layer_full_attention[i]) continue;
-        memset(s->conv_state[i], 0, (size_t)conv_dim * (c->lin_conv_kernel - 1) * sizeof(float));
-        memset(s->recurrent[i], 0, (size_t)c->lin_n_v_heads * c->lin_k_dim * c->lin_v_dim * sizeof(float));
+        memset(s->conv_state[i], 0, conv_state_floats(c) * sizeof(float));
+        memset(s->recurrent[i], 0, recurrent_floats(c) * sizeof(float));
     }
     s->pos = 0;
 }
