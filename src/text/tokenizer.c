@@ -13,6 +13,24 @@
 
 #define CACHE_SLOTS (1u << 16)
 
+static fm_status tokenizer_new(fm_tokenizer **tok) {
+    *tok = calloc(1, sizeof **tok);
+    if (!*tok) return fm_error(FM_ERR_NOMEM, "out of memory");
+    pthread_mutex_init(&(*tok)->cache_lock, NULL);
+    return FM_OK;
+}
+
+/* Adds the piece cache to a loaded tokenizer and hands it out, or frees it after a failure. */
+static fm_status tokenizer_finish(fm_tokenizer *tok, fm_status st, size_t cache_slots, fm_tokenizer **out) {
+    if (st == FM_OK) st = tok_cache_init(&tok->cache, cache_slots, &tok->cache_lock);
+    if (st != FM_OK) {
+        fm_tokenizer_close(tok);
+        return st;
+    }
+    *out = tok;
+    return FM_OK;
+}
+
 fm_status fm_tokenizer_open(const char *path, fm_tokenizer **out) {
     *out = NULL;
     char json[4096], config[4096];
@@ -27,33 +45,19 @@ fm_status fm_tokenizer_open(const char *path, fm_tokenizer **out) {
         int dir_len = slash ? (int)(slash - path) : 1;
         snprintf(config, sizeof config, "%.*s/tokenizer_config.json", dir_len, slash ? path : ".");
     }
-    fm_tokenizer *tok = calloc(1, sizeof *tok);
-    if (!tok) return fm_error(FM_ERR_NOMEM, "out of memory");
-    pthread_mutex_init(&tok->cache_lock, NULL);
-    fm_status st = tokenizer_load_json(tok, json);
+    fm_tokenizer *tok;
+    fm_status st = tokenizer_new(&tok);
+    if (st == FM_OK) st = tokenizer_load_json(tok, json);
     if (st == FM_OK && stat(config, &sb) == 0) st = tokenizer_load_config(tok, config);
-    if (st == FM_OK) st = tok_cache_init(&tok->cache, CACHE_SLOTS, &tok->cache_lock);
-    if (st != FM_OK) {
-        fm_tokenizer_close(tok);
-        return st;
-    }
-    *out = tok;
-    return FM_OK;
+    return tokenizer_finish(tok, st, CACHE_SLOTS, out);
 }
 
 fm_status tokenizer_from_text(const char *text, size_t len, const char *label, fm_tokenizer **out) {
     *out = NULL;
-    fm_tokenizer *tok = calloc(1, sizeof *tok);
-    if (!tok) return fm_error(FM_ERR_NOMEM, "out of memory");
-    pthread_mutex_init(&tok->cache_lock, NULL);
-    fm_status st = tokenizer_load_json_text(tok, text, len, label);
-    if (st == FM_OK) st = tok_cache_init(&tok->cache, 1u << 10, &tok->cache_lock);
-    if (st != FM_OK) {
-        fm_tokenizer_close(tok);
-        return st;
-    }
-    *out = tok;
-    return FM_OK;
+    fm_tokenizer *tok;
+    fm_status st = tokenizer_new(&tok);
+    if (st == FM_OK) st = tokenizer_load_json_text(tok, text, len, label);
+    return tokenizer_finish(tok, st, 1u << 10, out);
 }
 
 void fm_tokenizer_close(fm_tokenizer *tok) {
