@@ -11,13 +11,6 @@ static double now_seconds(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static int32_t argmax(const float *x, int n) {
-    int32_t best = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[best]) best = i;
-    return best;
-}
-
 int cmd_generate(int argc, char **argv) {
     cli_common c = {0};
     const char *ids_text = NULL;
@@ -59,13 +52,15 @@ int cmd_generate(int argc, char **argv) {
     }
     const fm_model_info *in = fm_model_get_info(m);
     float *logits = malloc((size_t)in->vocab_size * sizeof *logits);
+    fm_sampler *greedy = NULL; /* the default parameters pick the most likely token */
+    if (fm_sampler_new(NULL, in->vocab_size, &greedy) != FM_OK) rc = cli_fail_lib("sampler");
     double t0 = now_seconds(), t1 = t0;
     int produced = 0;
-    if (!logits) rc = cli_fail("out of memory");
-    else if (fm_session_eval(s, ids, n, FM_LOGITS_LAST, logits) != FM_OK) rc = cli_fail_lib("generate");
+    if (!rc && !logits) rc = cli_fail("out of memory");
+    else if (!rc && fm_session_eval(s, ids, n, FM_LOGITS_LAST, logits) != FM_OK) rc = cli_fail_lib("generate");
     t1 = now_seconds();
     for (long k = 0; !rc && k < n_new; k++) {
-        int32_t tok = argmax(logits, in->vocab_size);
+        int32_t tok = fm_sampler_sample(greedy, logits);
         printf(k ? " %d" : "%d", tok);
         fflush(stdout);
         produced++;
@@ -81,6 +76,7 @@ int cmd_generate(int argc, char **argv) {
         fprintf(stderr, "prefill: %d tokens in %.3f s (%.1f tok/s); decode: %d tokens in %.3f s (%.1f tok/s)\n", n,
                 t1 - t0, n / (t1 - t0), produced > 1 ? produced - 1 : 0, t2 - t1,
                 produced > 1 ? (produced - 1) / (t2 - t1) : 0.0);
+    fm_sampler_free(greedy);
     free(logits);
     free(ids);
     fm_session_free(s);

@@ -79,13 +79,6 @@ static void faults(long *minor, long *major) {
     *major = ru.ru_majflt;
 }
 
-static int argmax(const float *x, int n) {
-    int b = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[b]) b = i;
-    return b;
-}
-
 int main(int argc, char **argv) {
     const char *dir = "build/models/qwen35moe_tok";
     int n_decode = 256, n_prompt = 32, threads = 0;
@@ -108,6 +101,11 @@ int main(int argc, char **argv) {
         return 1;
     }
     const fm_model_info *in = fm_model_get_info(m);
+    fm_sampler *greedy; /* default parameters: the most likely token */
+    if (fm_sampler_new(NULL, in->vocab_size, &greedy) != FM_OK) {
+        fprintf(stderr, "bench_decode: %s\n", fm_last_error());
+        return 1;
+    }
     float *logits = malloc((size_t)in->vocab_size * sizeof *logits);
     int32_t *prompt = malloc((size_t)n_prompt * sizeof *prompt);
     for (int i = 0; i < n_prompt; i++) prompt[i] = (int32_t)((i * 7919 + 13) % in->vocab_size);
@@ -123,7 +121,7 @@ int main(int argc, char **argv) {
     warm_page_cache(dir);
     fm_session_eval(s, prompt, n_prompt, FM_LOGITS_LAST, logits);
     for (int i = 0; i < 8; i++) {
-        int32_t tok = argmax(logits, in->vocab_size);
+        int32_t tok = fm_sampler_sample(greedy, logits);
         fm_session_eval(s, &tok, 1, FM_LOGITS_LAST, logits);
     }
     fm_session_reset(s);
@@ -136,7 +134,7 @@ int main(int argc, char **argv) {
     }
     double t1 = now();
     for (int i = 0; i < n_decode; i++) {
-        int32_t tok = argmax(logits, in->vocab_size);
+        int32_t tok = fm_sampler_sample(greedy, logits);
         if (fm_session_eval(s, &tok, 1, FM_LOGITS_LAST, logits) != FM_OK) {
             fprintf(stderr, "bench_decode: %s\n", fm_last_error());
             return 1;
@@ -149,6 +147,7 @@ int main(int argc, char **argv) {
     printf("decode         %d tokens in %.3f s: %.1f tok/s\n", n_decode, t2 - t1, tps);
     printf("bandwidth      %.2f GB/s of weights = %.2f x measured memory read bandwidth\n", gbps, gbps / bw);
     printf("page faults    %ld minor, %ld major during the timed run\n", minor1 - minor0, major1 - major0);
+    fm_sampler_free(greedy);
     free(prompt);
     free(logits);
     fm_session_free(s);

@@ -165,9 +165,10 @@ typedef struct {
 fm_sampler_params fm_sampler_default_params(void);
 
 typedef struct fm_sampler fm_sampler;
+/* params NULL: fm_sampler_default_params() (greedy). */
 fm_status fm_sampler_new(const fm_sampler_params *params, int vocab_size, fm_sampler **out);
 void fm_sampler_free(fm_sampler *s);
-/* Picks a token from `logits` [vocab_size] (modified in place). */
+/* Picks a token from `logits` [vocab_size] (modified in place: penalties applied). */
 int32_t fm_sampler_sample(fm_sampler *s, float *logits);
 /* Records a token of the context (prompt or generated) for the penalties. */
 void fm_sampler_accept(fm_sampler *s, int32_t token);
