@@ -91,3 +91,13 @@ int cli_parse_ids(const char *text, int32_t **ids, int *n) {
     *ids = out;
     return 0;
 }
+
+int cli_open_with_ids(const cli_common *c, const char *ids_text, int32_t **ids, int *n, fm_model **model,
+                      fm_session **session) {
+    int rc = cli_parse_ids(ids_text, ids, n);
+    if (!rc && (rc = cli_open_model(c, model, session))) {
+        free(*ids);
+        *ids = NULL;
+    }
+    return rc;
+}

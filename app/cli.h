@@ -24,6 +24,10 @@ int cli_fail_lib(const char *what);
 int cli_parse_common(int argc, char **argv, int *i, cli_common *c);
 /* Opens the model named by -m (required). 0 on success, else the exit code. */
 int cli_open_model(const cli_common *c, fm_model **model, fm_session **session);
+/* Parses --ids, then opens the model and a session (score, generate). 0 on
+ * success, else the exit code with nothing left allocated. */
+int cli_open_with_ids(const cli_common *c, const char *ids_text, int32_t **ids, int *n, fm_model **model,
+                      fm_session **session);
 /* "1,2,3" → ids. 0 on success, else the exit code (message printed). */
 int cli_parse_ids(const char *text, int32_t **ids, int *n);
 /* Non-negative integer option value; -1 if invalid. */

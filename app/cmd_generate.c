@@ -42,14 +42,10 @@ int cmd_generate(int argc, char **argv) {
     if (n_new < 0) return cli_fail("generate: missing -n N");
     int32_t *ids;
     int n;
-    if (cli_parse_ids(ids_text, &ids, &n)) return 1;
     fm_model *m;
     fm_session *s;
-    int rc = cli_open_model(&c, &m, &s);
-    if (rc) {
-        free(ids);
-        return rc;
-    }
+    int rc = cli_open_with_ids(&c, ids_text, &ids, &n, &m, &s);
+    if (rc) return rc;
     const fm_model_info *in = fm_model_get_info(m);
     float *logits = malloc((size_t)in->vocab_size * sizeof *logits);
     fm_sampler *greedy = NULL; /* the default parameters pick the most likely token */

@@ -74,14 +74,10 @@ int cmd_score(int argc, char **argv) {
     if (!out_path) return cli_fail("score: missing -o OUT");
     int32_t *ids;
     int n;
-    if (cli_parse_ids(ids_text, &ids, &n)) return 1;
     fm_model *m;
     fm_session *s;
-    int rc = cli_open_model(&c, &m, &s);
-    if (rc) {
-        free(ids);
-        return rc;
-    }
+    int rc = cli_open_with_ids(&c, ids_text, &ids, &n, &m, &s);
+    if (rc) return rc;
     size_t V = (size_t)fm_model_get_info(m)->vocab_size;
     float *logits = malloc((size_t)n * V * sizeof *logits);
     if (!logits) rc = cli_fail("out of memory for %d x %zu logits", n, V);
