@@ -47,16 +47,21 @@ static int append(chat_state *c, const char *s, size_t n) {
     return 0;
 }
 
-static void reset(chat_state *c, engine *e, const char *system) {
-    cJSON_Delete(c->messages);
-    c->messages = cJSON_CreateArray();
-    if (system) add_message(c->messages, "system", system);
+/* Empties the session (and what the penalties remember); the messages stay. */
+static void forget_state(chat_state *c, engine *e) {
     free(c->consumed);
     c->consumed = NULL;
     c->consumed_len = 0;
     c->ended_turn = 0;
     fm_session_reset(e->session);
     fm_sampler_reset(e->sampler);
+}
+
+static void reset(chat_state *c, engine *e, const char *system) {
+    cJSON_Delete(c->messages);
+    c->messages = cJSON_CreateArray();
+    if (system) add_message(c->messages, "system", system);
+    forget_state(c, e);
 }
 
 /* The text to feed for the new user turn (malloc'd); sets *refill if the
@@ -178,10 +183,7 @@ int cmd_chat(int argc, char **argv) {
             break;
         }
         if (refill) {
-            fm_session_reset(e.session);
-            free(c.consumed);
-            c.consumed = NULL;
-            c.consumed_len = 0;
+            forget_state(&c, &e);
             c.n_refills++;
         }
         int32_t *ids = NULL;
