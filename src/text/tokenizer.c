@@ -253,9 +253,8 @@ fm_status fm_tokenizer_encode(fm_tokenizer *tok, const char *text, size_t len, i
     if (bad < len) return fm_error(FM_ERR_ARGUMENT, "text is not valid UTF-8 (byte %zu)", bad);
     if (len > (size_t)1 << 31) return fm_error(FM_ERR_ARGUMENT, "text of %zu bytes is too long to encode at once", len);
     tok_ids out = {0};
-    int lstrip = 0; /* an lstrip token could absorb the line break before a cut */
-    for (int i = 0; i < tok->n_added; i++) lstrip |= tok->entries[tok->added[i]].lstrip;
-    fm_status st = len >= PARALLEL_MIN && omp_get_max_threads() > 1 && !lstrip
+    /* An lstrip token could absorb the line break before a cut: encode those sequentially. */
+    fm_status st = len >= PARALLEL_MIN && omp_get_max_threads() > 1 && !tok->any_lstrip
                        ? encode_parallel(tok, text, len, &out)
                        : encode_range(tok, &tok->cache, text, len, &out);
     if (st != FM_OK) {

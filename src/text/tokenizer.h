@@ -63,6 +63,7 @@ struct fm_tokenizer {
     int32_t *added;          /* ids of added tokens, longest content first */
     int n_added;
     uint8_t added_first[256]; /* 1 if an added token starts with this byte */
+    int any_lstrip;           /* an added token absorbs the whitespace before it */
 
     tok_normalizer normalizer;
     pcre2_code **split;      /* pre-tokenizer regexes applied in sequence */

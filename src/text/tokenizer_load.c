@@ -153,6 +153,7 @@ static fm_status read_vocab(fm_tokenizer *tok, const cJSON *vocab, const cJSON *
         e->present = e->added = 1;
         e->special = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(it, "special"));
         e->lstrip = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(it, "lstrip"));
+        tok->any_lstrip |= e->lstrip;
         e->rstrip = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(it, "rstrip"));
         if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(it, "single_word")))
             return fm_error(FM_ERR_UNSUPPORTED, "%s: added token '%s': single_word is not supported", path,
