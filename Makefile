@@ -13,11 +13,11 @@ CFLAGS_native   := -O3 -march=native
 CFLAGS_portable := -O3 -DFM_MULTIVERSION
 CFLAGS_asan     := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 CFLAGS := -std=c11 -Wall -Wextra -D_GNU_SOURCE -Iinclude -Isrc -fopenmp $(CFLAGS_$(MODE)) $(EXTRA_CFLAGS)
-LDLIBS := -lcjson -lpcre2-8 -lutf8proc -lm
+LDLIBS := -lcjson -lpcre2-8 -lutf8proc -luring -lxxhash -lpthread -lm
 APP_LDLIBS := -ledit
 TEST_LDLIBS := -lcmocka
 
-LIB_SRC := $(wildcard src/core/*.c src/load/*.c src/model/*.c src/model/arch/*.c src/backend/cpu/*.c \
+LIB_SRC := $(wildcard src/core/*.c src/load/*.c src/model/*.c src/model/arch/*.c src/backend/cpu/*.c src/quant/*.c src/store/*.c src/pack/*.c \
                      src/text/*.c src/generate/*.c)
 APP_SRC := $(wildcard app/*.c)
 TESTS := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))

@@ -5,7 +5,7 @@ static const struct { const char *name; size_t size; } dtype_table[FM_DTYPE_COUN
     [FM_DTYPE_F32] = {"F32", 4}, [FM_DTYPE_F16] = {"F16", 2}, [FM_DTYPE_BF16] = {"BF16", 2},
     [FM_DTYPE_F64] = {"F64", 8}, [FM_DTYPE_I64] = {"I64", 8}, [FM_DTYPE_I32] = {"I32", 4},
     [FM_DTYPE_I16] = {"I16", 2}, [FM_DTYPE_I8] = {"I8", 1},   [FM_DTYPE_U8] = {"U8", 1},
-    [FM_DTYPE_BOOL] = {"BOOL", 1},
+    [FM_DTYPE_BOOL] = {"BOOL", 1}, [FM_DTYPE_U32] = {"U32", 4},
 };
 
 int fm_dtype_from_name(const char *name) {

@@ -9,7 +9,7 @@
 
 typedef enum {
     FM_DTYPE_F32, FM_DTYPE_F16, FM_DTYPE_BF16, FM_DTYPE_F64,
-    FM_DTYPE_I64, FM_DTYPE_I32, FM_DTYPE_I16, FM_DTYPE_I8, FM_DTYPE_U8, FM_DTYPE_BOOL,
+    FM_DTYPE_I64, FM_DTYPE_I32, FM_DTYPE_I16, FM_DTYPE_I8, FM_DTYPE_U8, FM_DTYPE_BOOL, FM_DTYPE_U32,
     FM_DTYPE_COUNT
 } fm_dtype;
 
@@ -25,6 +25,15 @@ static inline float fm_bf16_to_f32(uint16_t h) {
     float f;
     memcpy(&f, &bits, sizeof f);
     return f;
+}
+
+/* float32 → bf16, round to nearest even (NaN stays NaN). */
+static inline uint16_t fm_f32_to_bf16(float f) {
+    uint32_t bits;
+    memcpy(&bits, &f, sizeof bits);
+    if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((bits >> 16) | 0x40);
+    bits += 0x7fffu + ((bits >> 16) & 1u);
+    return (uint16_t)(bits >> 16);
 }
 
 static inline float fm_f16_to_f32(uint16_t h) {

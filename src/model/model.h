@@ -13,11 +13,17 @@
 #include "load/config.h"
 
 /* A row-major weight matrix [rows, cols] used as y = W·x; data points into
- * the mapped checkpoint (never copied). */
+ * the mapped checkpoint or an expert buffer (never copied).
+ * Plain: rows×cols elements of dtype (F32, F16, BF16).
+ * Quantized (bits 2, 4 or 8): MLX affine layout (quant/affine.h): data holds
+ * the packed uint32 codes [rows, cols·bits/32], dtype is U32, and scales and
+ * biases are bf16 [rows, cols/group]. */
 typedef struct {
     const void *data;
     fm_dtype dtype;
     int rows, cols;
+    int bits, group; /* 0 when plain */
+    const uint16_t *scales, *biases;
 } fm_mat;
 
 /* SwiGLU feed-forward: down · (silu(gate·x) * (up·x)). */
