@@ -72,7 +72,7 @@ fm_status weights_mat(fm_model *m, fm_mat *out, int rows, int cols, int flags, c
         snprintf(expected, sizeof expected, "[%d, %d]", rows, cols);
         return wrong_shape(e, full, expected);
     }
-    *out = (fm_mat){t->data, t->dtype, rows, cols};
+    *out = (fm_mat){.data = t->data, .dtype = t->dtype, .rows = rows, .cols = cols};
     account(m, t, flags);
     return FM_OK;
 }
@@ -125,8 +125,8 @@ fm_status weights_stacked(fm_model *m, fm_mat *out, size_t stride, int E, int ro
     size_t elt = fm_dtype_size(t->dtype);
     for (int x = 0; x < E; x++) {
         fm_mat *mat = (fm_mat *)((char *)out + (size_t)x * stride);
-        *mat = (fm_mat){(const char *)t->data + ((size_t)x * rows + (size_t)row0) * cols * elt, t->dtype, n_rows,
-                        cols};
+        *mat = (fm_mat){.data = (const char *)t->data + ((size_t)x * rows + (size_t)row0) * cols * elt,
+                        .dtype = t->dtype, .rows = n_rows, .cols = cols};
     }
     if (row0 == 0) account(m, t, W_EXPERT);
     return FM_OK;
