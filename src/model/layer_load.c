@@ -7,7 +7,7 @@
 fm_status load_layer_norms(fm_model *m, int i) {
     const fm_config *c = &m->cfg;
     fm_layer *l = &m->layers[i];
-    float add = c->norm_zero_centred ? 1.0f : 0.0f;
+    float add = m->norm_add;
     fm_status st = weights_f32(m, &l->input_norm, c->hidden_size, add, "layers.%d.input_layernorm.weight", i);
     if (st == FM_OK)
         st = weights_f32(m, &l->post_norm, c->hidden_size, add, "layers.%d.post_attention_layernorm.weight", i);
@@ -19,7 +19,7 @@ fm_status load_attention(fm_model *m, int i) {
     fm_layer *l = &m->layers[i];
     int H = c->hidden_size, q_rows = c->n_heads * c->head_dim * (c->attn_output_gate ? 2 : 1);
     int kv_rows = c->n_kv_heads * c->head_dim;
-    float add = c->norm_zero_centred ? 1.0f : 0.0f;
+    float add = m->norm_add;
     fm_status st;
     if ((st = weights_mat(m, &l->q, q_rows, H, 0, "layers.%d.self_attn.q_proj.weight", i)) ||
         (st = weights_mat(m, &l->k, kv_rows, H, 0, "layers.%d.self_attn.k_proj.weight", i)) ||
@@ -83,6 +83,17 @@ fm_status load_experts(fm_model *m, int i, const char *moe, const char *gate_nam
     fm_status st = weights_mat(m, &l->router, E, H, 0, "layers.%d.%s.gate.weight", i, moe);
     if (st != FM_OK) return st;
     if (!(l->experts = calloc((size_t)E, sizeof *l->experts))) return fm_error(FM_ERR_NOMEM, "out of memory");
+    if (weights_has(m, "layers.%d.%s.switch_mlp.gate_proj.weight", i, moe)) { /* MLX: stacked per projection */
+        size_t stride = sizeof(fm_ffn);
+        if ((st = weights_stacked(m, &l->experts[0].gate, stride, E, F, H, 0, F,
+                                  "layers.%d.%s.switch_mlp.gate_proj.weight", i, moe)) ||
+            (st = weights_stacked(m, &l->experts[0].up, stride, E, F, H, 0, F, "layers.%d.%s.switch_mlp.up_proj.weight",
+                                  i, moe)) ||
+            (st = weights_stacked(m, &l->experts[0].down, stride, E, H, F, 0, H,
+                                  "layers.%d.%s.switch_mlp.down_proj.weight", i, moe)))
+            return st;
+        return FM_OK;
+    }
     if (weights_has(m, "layers.%d.%s.experts.gate_up_proj", i, moe)) {
         size_t stride = sizeof(fm_ffn);
         if ((st = weights_stacked(m, &l->experts[0].gate, stride, E, 2 * F, H, 0, F,

@@ -5,6 +5,7 @@
 #include "model/weights.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
@@ -24,6 +25,22 @@ static fm_status check_limits(const fm_config *c, const char *dir) {
             return fm_error(FM_ERR_UNSUPPORTED, "%s: linear_value_head_dim %d exceeds 1024", dir, c->lin_v_dim);
     }
     return FM_OK;
+}
+
+/* mlx-lm's sanitize moves conv1d weights to [C, K, 1] (transformers: [C, 1, K])
+ * and adds 1 to the zero-centred norm weights: the conv shape tells. */
+static int mlx_layout(fm_model *m) {
+    for (int i = 0; i < m->cfg.n_layers; i++) {
+        if (m->cfg.layer_full_attention[i]) continue;
+        char name[128];
+        for (int p = 0; p < 3 && m->cfg.arch->prefixes[p]; p++) {
+            snprintf(name, sizeof name, "%slayers.%d.linear_attn.conv1d.weight", m->cfg.arch->prefixes[p], i);
+            const ckpt_entry *e = ckpt_find(m->ckpt, name);
+            if (e) return e->tensor->n_dims == 3 && e->tensor->shape[2] == 1 && e->tensor->shape[1] > 1;
+        }
+        return 0;
+    }
+    return 0;
 }
 
 static void fill_info(fm_model *m) {
@@ -82,8 +99,9 @@ fm_status fm_model_open(const char *dir, const fm_model_options *opt, fm_model *
         st = fm_error(FM_ERR_NOMEM, "out of memory");
         goto fail;
     }
+    m->norm_add = c->norm_zero_centred && !mlx_layout(m) ? 1.0f : 0.0f;
     if ((st = weights_mat(m, &m->embed, c->vocab_size, c->hidden_size, 0, "embed_tokens.weight")) ||
-        (st = weights_f32(m, &m->final_norm, c->hidden_size, c->norm_zero_centred ? 1.0f : 0.0f, "norm.weight")))
+        (st = weights_f32(m, &m->final_norm, c->hidden_size, m->norm_add, "norm.weight")))
         goto fail;
     if (c->tie_word_embeddings)
         m->lm_head = m->embed;

@@ -73,6 +73,9 @@ struct fm_model {
     float *final_norm; /* [H] */
     float *rope_inv_freq; /* [rotary_dim / 2] */
     fm_layer *layers;  /* [n_layers] */
+    /* Added to zero-centred norm weights at load: 1, or 0 for checkpoints
+     * written by MLX, which stores them with the 1 already added. */
+    float norm_add;
     void **owned;      /* float arrays converted at load, freed on close */
     int n_owned, cap_owned;
 };

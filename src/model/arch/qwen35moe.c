@@ -33,5 +33,5 @@ const fm_arch fm_arch_qwen35moe = {
     .model_types = {"qwen3_5_moe", "qwen3_5_moe_text"},
     .read_config = qwen35moe_read_config,
     .load_layer = qwen35moe_load_layer,
-    .prefixes = {"model.language_model.", "model."},
+    .prefixes = {"model.language_model.", "model.", "language_model.model."},
 };
