@@ -34,10 +34,11 @@ void fm_quantize_row(const float *w, int cols, int bits, int group, uint32_t *q,
         float step = (hi - lo) / n_bins;
         if (step < 1e-7f) step = 1e-7f;
         if (!min_is_edge) step = -step;
-        /* As MLX: make the edge land exactly on a code when it can. */
+        /* As MLX: adjust the step so that zero lands exactly on a code (the
+         * edge is code 0 and zero is code -q0); an edge of ~0 is the bias 0. */
         float q0 = rintf(edge / step);
         float s = q0 != 0.0f ? edge / q0 : step;
-        float b = q0 != 0.0f ? 0.0f : edge;
+        float b = q0 != 0.0f ? edge : 0.0f;
         uint16_t s16 = fm_f32_to_bf16(s), b16 = fm_f32_to_bf16(b);
         float sr = fm_bf16_to_f32(s16), br = fm_bf16_to_f32(b16);
         if (sr == 0.0f) sr = 1.0f; /* a scale that rounded to zero: every code decodes to the bias */
