@@ -32,8 +32,24 @@ const char *fm_status_name(fm_status status);
 
 typedef struct fm_model fm_model;
 
+typedef enum {
+    FM_EXPERT_CACHE_OS,  /* trust the OS page cache: buffered reads into a few buffers */
+    FM_EXPERT_CACHE_RAM, /* flashmoe's own cache of experts (recency + frequency), O_DIRECT misses */
+} fm_expert_cache;
+
 typedef struct {
-    int n_threads; /* worker threads for compute; 0 = one per core */
+    int n_threads;           /* worker threads for compute; 0 = one per core */
+    int n_experts_per_token; /* routed experts run per token; 0 = the model's own */
+    /* Packed models (flashmoe convert) stream their routed experts from disk: */
+    int io_uring;            /* 1: io_uring; 0: a pool of threads issuing pread */
+    int io_threads;          /* pread pool size; 0 = default */
+    int direct_io;           /* O_DIRECT reads with the OS cache policy too */
+    fm_expert_cache cache;
+    uint64_t cache_bytes;    /* RAM cache budget; 0 = from memory_budget, else all experts that fit in
+                                half the available memory */
+    uint64_t memory_budget;  /* bytes the whole engine may use (dense weights, cache, buffers); 0 = none */
+    int preload;             /* read every expert into the RAM cache at open (all in RAM) */
+    int verify;              /* check the checksum of every expert read */
 } fm_model_options;
 
 typedef enum { FM_LAYER_LINEAR_ATTENTION, FM_LAYER_FULL_ATTENTION } fm_layer_kind;
@@ -59,6 +75,11 @@ typedef struct {
     /* Weight bytes one decode step reads: active bytes, with the embedding
      * table counted as one row unless it is also the LM head. */
     uint64_t bytes_per_token;
+    /* Packed models: bits of the routed experts (16 = bf16) and bytes of one
+     * expert on disk; 0 for Hugging Face checkpoints. */
+    int expert_bits;
+    uint64_t expert_bytes;
+    int n_experts_run;        /* routed experts run per token (n_experts_per_token or the option) */
 } fm_model_info;
 
 fm_status fm_model_open(const char *dir, const fm_model_options *options, fm_model **out);
@@ -90,6 +111,48 @@ int fm_session_position(const fm_session *session); /* tokens consumed so far */
  * `mode` asks. On error the session is unchanged. */
 fm_status fm_session_eval(fm_session *session, const int32_t *tokens, int n_tokens,
                           fm_logits_mode mode, float *logits);
+
+/* Where the time of fm_session_eval calls went, per layer and in total,
+ * since the session was created or fm_session_reset_timing was called. */
+typedef struct {
+    double attention_s;      /* full or linear attention block */
+    double routing_s;        /* router projection, softmax, top-k */
+    double expert_io_wait_s; /* blocked waiting for expert reads */
+    double expert_compute_s; /* routed and shared experts, dense MLP, combine */
+    double other_s;          /* norms, residual adds */
+} fm_layer_timing;
+
+typedef struct {
+    int n_layers;
+    const fm_layer_timing *layers; /* [n_layers], valid until the next eval or reset */
+    double eval_s, head_s;         /* wall time in eval; embedding + final norm + LM head */
+    uint64_t tokens, evals;        /* tokens fed; eval calls */
+    uint64_t experts_fetched, cache_hits, bytes_read; /* packed models */
+    double read_s;                 /* time with at least one expert read in flight */
+} fm_timing;
+
+void fm_session_get_timing(const fm_session *session, fm_timing *out);
+void fm_session_reset_timing(fm_session *session);
+
+/* ---- converting ------------------------------------------------------- */
+
+typedef struct {
+    int bits;        /* routed experts: 2, 4, 8, or 16 (bf16, unquantized); 0 = 4 */
+    int group;       /* quantization group; 0 = 64 */
+    int dense_bits;  /* 0 or 16 = keep dense matrices as they are; 8 or 4 = quantize them */
+    int force;       /* replace an existing complete packed model at dst */
+    /* Called now and then with bytes written of the total (may be NULL). */
+    void (*progress)(void *user, uint64_t done, uint64_t total, const char *what);
+    void *user;
+} fm_convert_options;
+
+/* Converts the checkpoint at src (Hugging Face or MLX) into flashmoe's packed
+ * model at dst (docs/FORMAT.md). Streams; writes through temporary names;
+ * an interrupted conversion resumes where it stopped when run again. */
+fm_status fm_convert(const char *src, const char *dst, const fm_convert_options *options);
+/* Recomputes every checksum of a packed model: FM_OK or the first mismatch. */
+fm_status fm_verify(const char *dir, void (*progress)(void *user, uint64_t done, uint64_t total, const char *what),
+                    void *user);
 
 /* ---- tokenizer --------------------------------------------------------- */
 

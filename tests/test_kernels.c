@@ -638,6 +638,8 @@ static void run_block(fm_session *s, block_fn fn, const float *X, int T, const i
     }
 }
 
+static void moe_block(fm_session *s, int layer, int n) { assert_int_equal(moe_forward(s, layer, n), FM_OK); }
+
 static void chunk_label(char *buf, size_t size, const int *chunks) {
     int off = snprintf(buf, size, "chunks");
     for (int i = 0; chunks[i] && off < (int)size; i++) off += snprintf(buf + off, size - (size_t)off, " %d", chunks[i]);
@@ -1165,8 +1167,8 @@ static void test_moe(void **state) {
         int *ones = keep(calloc((size_t)T + 1, sizeof *ones));
         for (int t = 0; t < T; t++) ones[t] = 1;
         fm_session *s = tiny_session(&tm);
-        run_block(s, moe_forward, X, T, NULL, one);
-        run_block(s, moe_forward, X, T, ones, rows);
+        run_block(s, moe_block, X, T, NULL, one);
+        run_block(s, moe_block, X, T, ones, rows);
         fm_session_free(s);
 
         printf("  moe %s: E %d K %d F %d Fs %d Fd %d H %d T %d %s", mc->name, E, K, mc->F, mc->Fs, mc->Fd, H, T,

@@ -79,7 +79,7 @@ static fm_status open_sharded(ckpt *c, const char *index_path) {
     return st;
 }
 
-fm_status ckpt_open(const char *dir, ckpt **out) {
+static fm_status open_any(const char *dir, const char *file, ckpt **out) {
     *out = NULL;
     ckpt *c = calloc(1, sizeof *c);
     if (!c || !(c->dir = strdup(dir))) {
@@ -89,7 +89,9 @@ fm_status ckpt_open(const char *dir, ckpt **out) {
     char path[4096];
     fm_status st;
     snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
-    if (access(path, F_OK) == 0) {
+    if (file) {
+        st = add_file(c, file);
+    } else if (access(path, F_OK) == 0) {
         st = open_sharded(c, path);
     } else {
         snprintf(path, sizeof path, "%s/model.safetensors", dir);
@@ -116,6 +118,10 @@ fail:
     ckpt_close(c);
     return st;
 }
+
+fm_status ckpt_open(const char *dir, ckpt **out) { return open_any(dir, NULL, out); }
+
+fm_status ckpt_open_file(const char *dir, const char *name, ckpt **out) { return open_any(dir, name, out); }
 
 void ckpt_close(ckpt *c) {
     if (!c) return;

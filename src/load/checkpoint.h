@@ -20,6 +20,8 @@ typedef struct {
 } ckpt;
 
 fm_status ckpt_open(const char *dir, ckpt **out);
+/* One safetensors file `name` inside dir (a packed model's dense weights). */
+fm_status ckpt_open_file(const char *dir, const char *name, ckpt **out);
 void ckpt_close(ckpt *c); /* accepts NULL */
 
 /* NULL if absent. */

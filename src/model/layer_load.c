@@ -82,6 +82,7 @@ fm_status load_experts(fm_model *m, int i, const char *moe, const char *gate_nam
     int H = c->hidden_size, E = c->n_experts, F = c->expert_ffn;
     fm_status st = weights_mat(m, &l->router, E, H, 0, "layers.%d.%s.gate.weight", i, moe);
     if (st != FM_OK) return st;
+    if (m->pack) return FM_OK; /* routed experts come from the expert store */
     if (!(l->experts = calloc((size_t)E, sizeof *l->experts))) return fm_error(FM_ERR_NOMEM, "out of memory");
     if (weights_has(m, "layers.%d.%s.switch_mlp.gate_proj.weight", i, moe)) { /* MLX: stacked per projection */
         size_t stride = sizeof(fm_ffn);

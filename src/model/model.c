@@ -3,11 +3,15 @@
 
 #include "model/arch.h"
 #include "model/weights.h"
+#include "pack/pack_format.h"
+#include "quant/affine.h"
+#include "store/expert_store.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sysinfo.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -62,7 +66,7 @@ static void fill_info(fm_model *m) {
     in->linear_value_dim = c->lin_v_dim;
     in->linear_conv_kernel = c->lin_conv_kernel;
     in->n_experts = c->n_experts;
-    in->n_experts_per_token = c->n_experts_used;
+    in->n_experts_per_token = m->n_experts_default;
     in->expert_ffn = c->expert_ffn;
     in->shared_expert_ffn = c->has_shared_expert ? c->shared_ffn : 0;
     in->dense_ffn = c->dense_ffn;
@@ -74,26 +78,134 @@ static void fill_info(fm_model *m) {
     in->default_min_p = c->gen_min_p;
     in->default_repetition_penalty = c->gen_repetition_penalty;
     in->default_top_k = c->gen_top_k;
+    in->n_experts_run = c->n_experts_used;
+    if (m->pack) {
+        in->expert_bits = m->pack->layout.bits;
+        in->expert_bytes = m->pack->layout.expert_bytes;
+    }
     in->params_total = in->params_dense + in->params_experts;
     in->bytes_total = in->bytes_dense + in->bytes_experts;
     /* Every MoE layer runs K of its E experts per token. */
     in->params_active = in->params_dense + in->params_experts / (uint64_t)c->n_experts * (uint64_t)c->n_experts_used;
     in->bytes_active = in->bytes_dense + in->bytes_experts / (uint64_t)c->n_experts * (uint64_t)c->n_experts_used;
-    uint64_t row = (uint64_t)c->hidden_size * fm_dtype_size(m->embed.dtype);
+    uint64_t row = m->embed.bits ? fm_quant_weight_bytes(1, c->hidden_size, m->embed.bits) +
+                                       2 * fm_quant_scales_bytes(1, c->hidden_size, m->embed.group)
+                                 : (uint64_t)c->hidden_size * fm_dtype_size(m->embed.dtype);
     in->bytes_per_token = in->bytes_active - (c->tie_word_embeddings ? 0 : row * (uint64_t)c->vocab_size - row);
 }
 
+/* Checks the manifest against the config, counts the experts for `info` and
+ * opens the store the routed experts will be read through. */
+static fm_status open_expert_store(fm_model *m, const char *dir, const fm_model_options *opt) {
+    const fm_config *c = &m->cfg;
+    const pack_manifest *p = m->pack;
+    const pack_expert_layout *lay = &p->layout;
+    if (p->n_experts != c->n_experts || lay->hidden != c->hidden_size || lay->ffn != c->expert_ffn)
+        return fm_error(FM_ERR_FORMAT, "%s/%s: experts are %d of [%d x %d], config.json says %d of [%d x %d]", dir,
+                        PACK_MANIFEST, p->n_experts, lay->ffn, lay->hidden, c->n_experts, c->expert_ffn, c->hidden_size);
+    const char **paths = calloc((size_t)c->n_layers, sizeof *paths);
+    uint64_t *sums = calloc((size_t)c->n_layers * c->n_experts, sizeof *sums);
+    char **owned = calloc((size_t)p->n_layers + 1, sizeof *owned);
+    fm_status st = FM_OK;
+    if (!paths || !sums || !owned) st = fm_error(FM_ERR_NOMEM, "out of memory");
+    for (int i = 0; st == FM_OK && i < p->n_layers; i++) {
+        const pack_layer *pl = &p->layers[i];
+        if (pl->layer < 0 || pl->layer >= c->n_layers || !c->layer_moe[pl->layer] || paths[pl->layer]) {
+            st = fm_error(FM_ERR_FORMAT, "%s/%s: experts listed for layer %d, which is not a (single) MoE layer", dir,
+                          PACK_MANIFEST, pl->layer);
+            break;
+        }
+        size_t n = strlen(dir) + strlen(pl->file) + 2;
+        if (!(owned[i] = malloc(n))) {
+            st = fm_error(FM_ERR_NOMEM, "out of memory");
+            break;
+        }
+        snprintf(owned[i], n, "%s/%s", dir, pl->file);
+        paths[pl->layer] = owned[i];
+        memcpy(sums + (size_t)pl->layer * c->n_experts, pl->checksums, (size_t)c->n_experts * sizeof *sums);
+        m->info.params_experts += (uint64_t)c->n_experts * 3 * c->hidden_size * c->expert_ffn;
+        m->info.bytes_experts += (uint64_t)c->n_experts * lay->expert_bytes;
+    }
+    for (int i = 0; st == FM_OK && i < c->n_layers; i++)
+        if (c->layer_moe[i] && !paths[i])
+            st = fm_error(FM_ERR_FORMAT, "%s/%s: no experts listed for MoE layer %d", dir, PACK_MANIFEST, i);
+    if (st == FM_OK) {
+        store_options so = {
+            .engine = opt && opt->io_uring ? FM_IO_URING : FM_IO_PREAD,
+            .direct = opt && opt->direct_io,
+            .cache = opt && opt->cache == FM_EXPERT_CACHE_RAM ? FM_CACHE_RAM : FM_CACHE_OS,
+            .io_threads = opt ? opt->io_threads : 0,
+            .verify = opt && opt->verify,
+        };
+        uint64_t all = (uint64_t)p->n_layers * c->n_experts * lay->stride;
+        if (so.cache == FM_CACHE_RAM) {
+            if (opt->cache_bytes) {
+                so.cache_bytes = opt->cache_bytes;
+            } else if (opt->memory_budget) {
+                /* Dense weights are mapped and will be resident; keep a margin for
+                 * the KV cache, scratch and in-flight buffers. */
+                uint64_t reserved = m->ckpt->files[0]->map_size + (256ull << 20);
+                if (opt->memory_budget <= reserved + lay->stride * (uint64_t)c->n_experts_used)
+                    st = fm_error(FM_ERR_ARGUMENT,
+                                  "memory budget of %.2f GB is too small: the dense weights need %.2f GB "
+                                  "plus room for at least one layer's experts",
+                                  opt->memory_budget / 1e9, reserved / 1e9);
+                else
+                    so.cache_bytes = opt->memory_budget - reserved;
+            } else {
+                struct sysinfo si;
+                uint64_t half = sysinfo(&si) == 0 ? (uint64_t)si.freeram * si.mem_unit / 2 : (1ull << 30);
+                so.cache_bytes = half;
+            }
+            if (so.cache_bytes > all) so.cache_bytes = all;
+        }
+        store_layout sl = {.n_layers = c->n_layers, .paths = paths, .n_experts = c->n_experts,
+                           .expert_bytes = lay->expert_bytes, .stride = lay->stride, .checksums = sums};
+        if (st == FM_OK) st = store_open(&sl, &so, &m->store);
+        if (st == FM_OK && opt && opt->preload) st = store_preload(m->store);
+    }
+    for (int i = 0; owned && i < p->n_layers; i++) free(owned[i]);
+    free(owned);
+    free(paths);
+    free(sums);
+    return st;
+}
+
 fm_status fm_model_open(const char *dir, const fm_model_options *opt, fm_model **out) {
+    return model_open_recording(dir, opt, NULL, out);
+}
+
+fm_status model_open_recording(const char *dir, const fm_model_options *opt, struct weights_record *rec,
+                               fm_model **out) {
     *out = NULL;
     fm_model *m = calloc(1, sizeof *m);
     if (!m) return fm_error(FM_ERR_NOMEM, "out of memory");
+    m->record = rec;
     fm_status st = fm_config_load(dir, &m->cfg);
     if (st != FM_OK) {
         free(m);
         return st;
     }
     const fm_config *c = &m->cfg;
-    if ((st = check_limits(c, dir)) || (st = ckpt_open(dir, &m->ckpt))) goto fail;
+    if ((st = check_limits(c, dir))) goto fail;
+    if (pack_is_packed(dir)) {
+        if (!(m->pack = calloc(1, sizeof *m->pack))) {
+            st = fm_error(FM_ERR_NOMEM, "out of memory");
+            goto fail;
+        }
+        if ((st = pack_manifest_read(dir, m->pack)) || (st = ckpt_open_file(dir, PACK_DENSE, &m->ckpt))) goto fail;
+    } else if ((st = ckpt_open(dir, &m->ckpt))) {
+        goto fail;
+    }
+    m->n_experts_default = c->n_experts_used;
+    if (opt && opt->n_experts_per_token) {
+        if (opt->n_experts_per_token < 0 || opt->n_experts_per_token > c->n_experts) {
+            st = fm_error(FM_ERR_ARGUMENT, "%s: cannot run %d experts per token: the model has %d experts", dir,
+                          opt->n_experts_per_token, c->n_experts);
+            goto fail;
+        }
+        m->cfg.n_experts_used = opt->n_experts_per_token;
+    }
     if (!(m->layers = calloc((size_t)c->n_layers, sizeof *m->layers)) ||
         !(m->rope_inv_freq = malloc((size_t)c->rotary_dim / 2 * sizeof(float)))) {
         st = fm_error(FM_ERR_NOMEM, "out of memory");
@@ -109,10 +221,12 @@ fm_status fm_model_open(const char *dir, const fm_model_options *opt, fm_model *
         goto fail;
     for (int i = 0; i < c->n_layers; i++)
         if ((st = c->arch->load_layer(m, i))) goto fail;
+    if (m->pack && (st = open_expert_store(m, dir, opt))) goto fail;
     /* As transformers: inv_freq = 1 / theta^(2i/d) in float32. */
     for (int i = 0; i < c->rotary_dim / 2; i++)
         m->rope_inv_freq[i] = 1.0f / powf((float)c->rope_theta, (float)(2 * i) / (float)c->rotary_dim);
     fill_info(m);
+    m->record = NULL;
 #ifdef _OPENMP
     if (opt && opt->n_threads > 0) omp_set_num_threads(opt->n_threads);
 #else
@@ -132,6 +246,9 @@ void fm_model_close(fm_model *m) {
     for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
     free(m->rope_inv_freq);
+    store_close(m->store);
+    if (m->pack) pack_manifest_free(m->pack);
+    free(m->pack);
     ckpt_close(m->ckpt);
     fm_config_free(&m->cfg);
     free(m);

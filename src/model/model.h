@@ -76,8 +76,18 @@ struct fm_model {
     /* Added to zero-centred norm weights at load: 1, or 0 for checkpoints
      * written by MLX, which stores them with the 1 already added. */
     float norm_add;
+    /* Packed models: the manifest and the store the routed experts come from
+     * (the layers' `experts` are then NULL). */
+    struct pack_manifest *pack;
+    struct fm_store *store;
+    int n_experts_default;
+    struct weights_record *record; /* set by the converter while loading */ /* the config's experts per token (cfg holds the one run) */
     void **owned;      /* float arrays converted at load, freed on close */
     int n_owned, cap_owned;
 };
+
+/* fm_model_open that lists the non-expert tensors it binds into `rec`. */
+fm_status model_open_recording(const char *dir, const fm_model_options *opt, struct weights_record *rec,
+                               fm_model **out);
 
 #endif

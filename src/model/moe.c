@@ -1,10 +1,19 @@
-/* Sparse MoE block for a micro-batch: router softmax → top-k (→ renormalise),
- * each chosen expert runs once on all the tokens that picked it (so its
- * weights are read once per micro-batch), plus the sigmoid-gated shared
- * expert; or the dense SwiGLU MLP on non-MoE layers.
- * Reads scratch.xn [n, H], writes scratch.out [n, H]. */
+/* The sparse MoE block: router softmax → top-k (→ renormalise) → each chosen
+ * expert once on the micro-batch's tokens that picked it → weighted sum in
+ * expert index order (as transformers accumulates), plus the sigmoid-gated
+ * shared expert; or the dense SwiGLU MLP on non-MoE layers.
+ * Reads scratch.xn [n, H], writes scratch.out [n, H].
+ *
+ * Routed experts come from the layer's views into the checkpoint, or, for a
+ * packed model, from the expert store: all reads of the layer are issued at
+ * once, the shared expert is computed while they are in flight, and each
+ * routed expert is computed as its read completes. Outputs are combined in
+ * expert index order afterwards, so results do not depend on read order. */
 #include "backend/cpu/kernels.h"
+#include "core/clock.h"
 #include "model/session.h"
+#include "pack/pack_format.h"
+#include "store/expert_store.h"
 
 #include <string.h>
 
@@ -30,18 +39,10 @@ static void top_k(const float *p, int E, int k, int *idx) {
     }
 }
 
-void moe_forward(fm_session *s, int layer, int n) {
-    const fm_model *m = s->model;
-    const fm_config *c = &m->cfg;
-    const fm_layer *l = &m->layers[layer];
+static void route(fm_session *s, const fm_layer *l, int n) {
+    const fm_config *c = &s->model->cfg;
     fm_scratch *w = &s->scratch;
-    const int H = c->hidden_size, E = c->n_experts, K = c->n_experts_used;
-    float *xe = w->big[0], *g = w->big[1], *u = w->big[2], *ye = w->big[3];
-
-    if (!c->layer_moe[layer]) {
-        ffn_forward(&l->dense, w->xn, n, g, u, w->out);
-        return;
-    }
+    const int E = c->n_experts, K = c->n_experts_used;
     cpu_matmul(w->router, w->xn, n, &l->router);
     for (int t = 0; t < n; t++) {
         float *p = w->router + (size_t)t * E;
@@ -53,36 +54,113 @@ void moe_forward(fm_session *s, int layer, int n) {
         if (c->router_renormalize)
             for (int j = 0; j < K; j++) sw[j] /= sum;
     }
+}
 
-    memset(w->out, 0, (size_t)n * H * sizeof *w->out);
-    /* Experts in index order, as transformers accumulates them. */
-    int rows[FM_UBATCH];
-    float weight[FM_UBATCH];
+/* The experts the micro-batch uses, ascending, with the rows (tokens) and
+ * weights of each laid out contiguously: expert ids[j] owns entries
+ * [first[j], first[j+1]) of rows/weights, and the same rows of expert_out. */
+static int group_by_expert(fm_session *s, int n) {
+    const fm_config *c = &s->model->cfg;
+    fm_scratch *w = &s->scratch;
+    const int E = c->n_experts, K = c->n_experts_used;
+    int *count = w->expert_count;
+    memset(count, 0, (size_t)E * sizeof *count);
+    for (int i = 0; i < n * K; i++) count[w->sel[i]]++;
+    int n_ids = 0, at = 0;
     for (int e = 0; e < E; e++) {
-        int ne = 0;
-        for (int t = 0; t < n; t++)
-            for (int j = 0; j < K; j++)
-                if (w->sel[t * K + j] == e) {
-                    rows[ne] = t;
-                    weight[ne++] = w->sel_w[t * K + j];
-                }
-        if (!ne) continue;
-        for (int i = 0; i < ne; i++) memcpy(xe + (size_t)i * H, w->xn + (size_t)rows[i] * H, (size_t)H * sizeof *xe);
-        ffn_forward(&l->experts[e], xe, ne, g, u, ye);
-        for (int i = 0; i < ne; i++) {
-            float *o = w->out + (size_t)rows[i] * H;
-            const float *y = ye + (size_t)i * H;
-            for (int d = 0; d < H; d++) o[d] += y[d] * weight[i];
+        if (!count[e]) continue;
+        w->expert_ids[n_ids] = e;
+        w->expert_first[n_ids++] = at;
+        at += count[e];
+        count[e] = w->expert_first[n_ids - 1]; /* reused as the fill position */
+    }
+    w->expert_first[n_ids] = at;
+    for (int t = 0; t < n; t++) /* tokens ascending within each expert */
+        for (int j = 0; j < K; j++) {
+            int e = w->sel[t * K + j], pos = count[e]++;
+            w->expert_rows[pos] = t;
+            w->expert_weight[pos] = w->sel_w[t * K + j];
         }
+    return n_ids;
+}
+
+/* Runs expert j of the grouping on its rows; output into expert_out. */
+static void run_expert(fm_session *s, const fm_ffn *f, int j) {
+    fm_scratch *w = &s->scratch;
+    const int H = s->model->cfg.hidden_size;
+    const int first = w->expert_first[j], ne = w->expert_first[j + 1] - first;
+    float *xe = w->big[0];
+    for (int i = 0; i < ne; i++)
+        memcpy(xe + (size_t)i * H, w->xn + (size_t)w->expert_rows[first + i] * H, (size_t)H * sizeof *xe);
+    ffn_forward(f, xe, ne, w->big[1], w->big[2], w->expert_out + (size_t)first * H);
+}
+
+static fm_status run_streamed(fm_session *s, int layer, int n_ids) {
+    const fm_model *m = s->model;
+    fm_scratch *w = &s->scratch;
+    fm_status st = store_begin(m->store, layer, w->expert_ids, n_ids);
+    if (st != FM_OK) return st;
+    if (m->cfg.has_shared_expert) /* overlaps with the reads just issued */
+        ffn_forward(&m->layers[layer].shared, w->xn, s->moe_rows, w->big[1], w->big[2], w->big[3]);
+    for (;;) {
+        int slot;
+        const void *data;
+        if ((st = store_next(m->store, &slot, &data)) != FM_OK) return st;
+        if (slot < 0) return FM_OK;
+        fm_ffn f;
+        pack_expert_view(&m->pack->layout, data, &f);
+        run_expert(s, &f, slot);
+    }
+}
+
+fm_status moe_forward(fm_session *s, int layer, int n) {
+    const fm_model *m = s->model;
+    const fm_config *c = &m->cfg;
+    const fm_layer *l = &m->layers[layer];
+    fm_scratch *w = &s->scratch;
+    fm_layer_timing *tm = &s->timing[layer];
+    const int H = c->hidden_size;
+    double t0 = fm_seconds();
+
+    if (!c->layer_moe[layer]) {
+        ffn_forward(&l->dense, w->xn, n, w->big[1], w->big[2], w->out);
+        tm->expert_compute_s += fm_seconds() - t0;
+        return FM_OK;
+    }
+    route(s, l, n);
+    int n_ids = group_by_expert(s, n);
+    double t1 = fm_seconds();
+    tm->routing_s += t1 - t0;
+
+    s->moe_rows = n;
+    if (m->store) {
+        double wait0 = store_get_stats(m->store).io_wait_s;
+        fm_status st = run_streamed(s, layer, n_ids);
+        double wait = store_get_stats(m->store).io_wait_s - wait0;
+        tm->expert_io_wait_s += wait;
+        tm->expert_compute_s -= wait;
+        if (st != FM_OK) return st;
+    } else {
+        if (c->has_shared_expert) ffn_forward(&l->shared, w->xn, n, w->big[1], w->big[2], w->big[3]);
+        for (int j = 0; j < n_ids; j++) run_expert(s, &l->experts[w->expert_ids[j]], j);
     }
 
+    memset(w->out, 0, (size_t)n * H * sizeof *w->out);
+    for (int j = 0; j < n_ids; j++)
+        for (int i = w->expert_first[j]; i < w->expert_first[j + 1]; i++) {
+            float *o = w->out + (size_t)w->expert_rows[i] * H;
+            const float *y = w->expert_out + (size_t)i * H;
+            const float weight = w->expert_weight[i];
+            for (int d = 0; d < H; d++) o[d] += y[d] * weight;
+        }
     if (c->has_shared_expert) {
-        ffn_forward(&l->shared, w->xn, n, g, u, ye);
         for (int t = 0; t < n; t++) {
             float gate = cpu_sigmoid(cpu_dot_row(&l->shared_gate, 0, w->xn + (size_t)t * H));
             float *o = w->out + (size_t)t * H;
-            const float *y = ye + (size_t)t * H;
+            const float *y = w->big[3] + (size_t)t * H;
             for (int d = 0; d < H; d++) o[d] += gate * y[d];
         }
     }
+    tm->expert_compute_s += fm_seconds() - t1;
+    return FM_OK;
 }

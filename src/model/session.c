@@ -1,8 +1,10 @@
 /* Session lifecycle and fm_session_eval (see session.h). */
 #include "model/session.h"
 
+#include "core/clock.h"
 #include "core/error.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <omp.h>
@@ -47,7 +49,18 @@ fm_status fm_session_new(fm_model *m, const fm_session_options *opt, fm_session 
     w->router = malloc((size_t)FM_UBATCH * max_int(c->n_experts, 1) * sizeof(float));
     w->sel = malloc((size_t)FM_UBATCH * max_int(c->n_experts_used, 1) * sizeof(int));
     w->sel_w = malloc((size_t)FM_UBATCH * max_int(c->n_experts_used, 1) * sizeof(float));
-    if (!w->x || !w->xn || !w->out || !w->router || !w->sel || !w->sel_w) goto nomem;
+    const size_t E = (size_t)max_int(c->n_experts, 1), pairs = (size_t)FM_UBATCH * max_int(c->n_experts_used, 1);
+    w->expert_count = malloc(E * sizeof(int));
+    w->expert_ids = malloc(E * sizeof(int));
+    w->expert_first = malloc((E + 1) * sizeof(int));
+    w->expert_rows = malloc(pairs * sizeof(int));
+    w->expert_weight = malloc(pairs * sizeof(float));
+    w->expert_out = malloc(pairs * H * sizeof(float));
+    s->timing = calloc((size_t)L, sizeof *s->timing);
+    if (!w->x || !w->xn || !w->out || !w->router || !w->sel || !w->sel_w || !w->expert_count || !w->expert_ids ||
+        !w->expert_first || !w->expert_rows || !w->expert_weight || !w->expert_out || !s->timing)
+        goto nomem;
+    if (m->store) s->store_base = store_get_stats(m->store);
     for (int i = 0; i < 6; i++)
         if (!(w->big[i] = malloc(s->big_size * sizeof(float)))) goto nomem;
     *out = s;
@@ -78,6 +91,13 @@ void fm_session_free(fm_session *s) {
     free(w->sel);
     free(w->sel_w);
     for (int i = 0; i < 6; i++) free(w->big[i]);
+    free(w->expert_count);
+    free(w->expert_ids);
+    free(w->expert_first);
+    free(w->expert_rows);
+    free(w->expert_weight);
+    free(w->expert_out);
+    free(s->timing);
     free(s);
 }
 
@@ -139,6 +159,7 @@ fm_status fm_session_eval(fm_session *s, const int32_t *tokens, int n, fm_logits
     if (st != FM_OK) return st;
 
     const size_t V = (size_t)c->vocab_size;
+    const double t0 = fm_seconds();
     for (int done = 0; done < n;) {
         int ub = n - done < FM_UBATCH ? n - done : FM_UBATCH;
         int last = done + ub == n;
@@ -151,8 +172,42 @@ fm_status fm_session_eval(fm_session *s, const int32_t *tokens, int n, fm_logits
             row0 = ub - 1;
             dst = logits;
         }
-        forward_ubatch(s, tokens + done, ub, row0, dst, done, n);
+        if ((st = forward_ubatch(s, tokens + done, ub, row0, dst, done, n)) != FM_OK) {
+            /* A read failed midway: the layers before it hold this batch's
+             * state, the others do not. Start over rather than go on wrong. */
+            char msg[1024];
+            snprintf(msg, sizeof msg, "%s", fm_last_error());
+            fm_session_reset(s);
+            return fm_error(st, "%s (the session was reset)", msg);
+        }
         done += ub;
     }
+    s->eval_s += fm_seconds() - t0;
+    s->tokens += (uint64_t)n;
+    s->evals++;
     return FM_OK;
+}
+
+void fm_session_get_timing(const fm_session *s, fm_timing *out) {
+    memset(out, 0, sizeof *out);
+    out->n_layers = s->model->cfg.n_layers;
+    out->layers = s->timing;
+    out->eval_s = s->eval_s;
+    out->head_s = s->head_s;
+    out->tokens = s->tokens;
+    out->evals = s->evals;
+    if (s->model->store) {
+        store_stats now = store_get_stats(s->model->store);
+        out->experts_fetched = now.fetches - s->store_base.fetches;
+        out->cache_hits = now.hits - s->store_base.hits;
+        out->bytes_read = now.bytes_read - s->store_base.bytes_read;
+        out->read_s = now.read_s - s->store_base.read_s;
+    }
+}
+
+void fm_session_reset_timing(fm_session *s) {
+    memset(s->timing, 0, (size_t)s->model->cfg.n_layers * sizeof *s->timing);
+    s->eval_s = s->head_s = 0;
+    s->tokens = s->evals = 0;
+    if (s->model->store) s->store_base = store_get_stats(s->model->store);
 }

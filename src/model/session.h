@@ -8,6 +8,7 @@
 #define FM_MODEL_SESSION_H
 
 #include "model/model.h"
+#include "store/expert_store.h"
 
 /* Tokens per forward micro-batch: the weights are read once per micro-batch. */
 #define FM_UBATCH 64
@@ -20,6 +21,13 @@ typedef struct {
     float *router; /* [ub, E] */
     int *sel;      /* [ub, K] chosen experts */
     float *sel_w;  /* [ub, K] their weights */
+    /* The micro-batch's (token, expert) pairs grouped by expert (moe.c). */
+    int *expert_count;     /* [E] */
+    int *expert_ids;       /* [E] experts used, ascending */
+    int *expert_first;     /* [E + 1] start of each expert's entries */
+    int *expert_rows;      /* [ub * K] token of each entry */
+    float *expert_weight;  /* [ub * K] router weight of each entry */
+    float *expert_out;     /* [ub * K, H] expert output of each entry */
 } fm_scratch;
 
 struct fm_session {
@@ -35,16 +43,22 @@ struct fm_session {
     /* Test hook: when set, eval writes [n_layers+1, n_tokens, H] hidden states
      * as transformers' output_hidden_states does (the last after the final norm). */
     float *capture_hidden;
+    int moe_rows;               /* tokens of the micro-batch in moe_forward */
+    fm_layer_timing *timing;    /* [n_layers] */
+    double eval_s, head_s;
+    uint64_t tokens, evals;
+    store_stats store_base;     /* store counters when timing was reset */
 };
 
 /* Runs one micro-batch (n ≤ FM_UBATCH) at s->pos; writes the normalised final
  * hidden state of the rows in [logit_row0, n) and their logits into `logits`. */
-void forward_ubatch(fm_session *s, const int32_t *tokens, int n, int logit_row0, float *logits,
-                    int capture_offset, int capture_total);
+fm_status forward_ubatch(fm_session *s, const int32_t *tokens, int n, int logit_row0, float *logits,
+                         int capture_offset, int capture_total);
 
 void attention_forward(fm_session *s, int layer, int n);
 void deltanet_forward(fm_session *s, int layer, int n);
-void moe_forward(fm_session *s, int layer, int n);
+/* Fails only when a packed model's expert cannot be read. */
+fm_status moe_forward(fm_session *s, int layer, int n);
 
 /* Test hook (see capture_hidden). */
 void fm_session_capture_hidden(fm_session *s, float *dst);

@@ -44,6 +44,21 @@ static void account(fm_model *m, int flags, uint64_t params, uint64_t bytes) {
     }
 }
 
+static void record(fm_model *m, const st_tensor *t, int matrix, int cols, int flags) {
+    weights_record *r = m->record;
+    if (!r || (flags & W_EXPERT)) return;
+    for (int i = 0; i < r->n; i++)
+        if (r->items[i].tensor == t) return;
+    if (r->n == r->cap) {
+        int cap = r->cap ? 2 * r->cap : 256;
+        weights_used *items = realloc(r->items, (size_t)cap * sizeof *items);
+        if (!items) return; /* the converter checks the count against the tensors it needs */
+        r->items = items;
+        r->cap = cap;
+    }
+    r->items[r->n++] = (weights_used){t, matrix, cols};
+}
+
 static fm_status lookup(fm_model *m, int flags, const char *fmt, va_list ap, const ckpt_entry **out, char *full,
                         size_t full_size) {
     char name[512];
@@ -145,6 +160,15 @@ static fm_status bind(fm_model *m, const ckpt_entry *e, const char *full, int E,
         bytes += se->tensor->nbytes + be->tensor->nbytes;
     }
     if (row0 == 0) account(m, flags, (uint64_t)n_mats * rows * cols, bytes);
+    record(m, t, E == 0, cols, flags);
+    if (t->dtype == FM_DTYPE_U32) { /* and its scales and biases, found again by name */
+        char name[640];
+        size_t n = strlen(full) - 7;
+        snprintf(name, sizeof name, "%.*s.scales", (int)n, full);
+        record(m, ckpt_find(m->ckpt, name)->tensor, 0, 0, flags);
+        snprintf(name, sizeof name, "%.*s.biases", (int)n, full);
+        record(m, ckpt_find(m->ckpt, name)->tensor, 0, 0, flags);
+    }
     return FM_OK;
 }
 
@@ -188,6 +212,7 @@ fm_status weights_f32(fm_model *m, float **out, int64_t n, float add, const char
     fm_dtype_to_f32(v, e->tensor->data, e->tensor->dtype, (size_t)n);
     for (int64_t i = 0; i < n; i++) v[i] += add;
     account(m, 0, st_tensor_numel(e->tensor), e->tensor->nbytes);
+    record(m, e->tensor, 0, 0, 0);
     *out = v;
     return FM_OK;
 }

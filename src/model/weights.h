@@ -26,6 +26,19 @@ fm_status weights_f32(fm_model *m, float **out, int64_t n, float add, const char
  * (row0 == 0). */
 fm_status weights_stacked(fm_model *m, fm_mat *out, size_t stride, int E, int rows, int cols, int row0,
                           int n_rows, const char *fmt, ...) FM_PRINTF(9, 10);
+/* What the converter learns while a model loads: every non-expert tensor the
+ * model binds, in order (the scales and biases of a quantized one included). */
+typedef struct {
+    const st_tensor *tensor;
+    int matrix; /* bound as a [rows, cols] matrix by weights_mat (may be quantized) */
+    int cols;
+} weights_used;
+
+typedef struct weights_record {
+    weights_used *items;
+    int n, cap;
+} weights_record;
+
 /* 1 if the tensor exists under the prefixes. */
 int weights_has(fm_model *m, const char *fmt, ...) FM_PRINTF(2, 3);
 
