@@ -27,8 +27,84 @@ long cli_parse_count(const char *text) {
     return v;
 }
 
+const char cli_common_help[] =
+    "  -t, --threads N       compute threads (default: one per core)\n"
+    "  --ctx N               context limit in tokens (default: max_position_embeddings)\n"
+    "  --experts K           run K routed experts per token (default: the model's own)\n"
+    "  --timing              print a per-layer time breakdown and run totals to stderr\n"
+    "  Packed models (flashmoe convert) read their experts from disk:\n"
+    "  --cache os|ram        os: trust the page cache (default); ram: flashmoe's own expert cache\n"
+    "                        (recency + frequency) with O_DIRECT reads\n"
+    "  --cache-size SIZE     ram cache budget, e.g. 12G (default: from --memory-budget, else half\n"
+    "                        the free memory)\n"
+    "  --memory-budget SIZE  bytes the engine may use in all (dense weights + cache + buffers)\n"
+    "  --preload             read every expert into the ram cache first (all in RAM)\n"
+    "  --io pread|uring      I/O engine (default pread: a thread pool)\n"
+    "  --io-threads N        pread threads (default 8)\n"
+    "  --direct              O_DIRECT reads with --cache os too\n"
+    "  --verify-reads        check the checksum of every expert read\n";
+
+uint64_t cli_parse_size(const char *text) {
+    char *end;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (errno || end == text || !(v > 0)) return 0;
+    double mult = 1;
+    switch (*end) {
+    case 'k': case 'K': mult = 1e3; end++; break;
+    case 'm': case 'M': mult = 1e6; end++; break;
+    case 'g': case 'G': mult = 1e9; end++; break;
+    case 't': case 'T': mult = 1e12; end++; break;
+    default: break;
+    }
+    if (*end == 'i' && mult > 1) { /* KiB, MiB, GiB */
+        mult = mult == 1e3 ? 1024.0 : mult == 1e6 ? 1048576.0 : mult == 1e9 ? 1073741824.0 : 1099511627776.0;
+        end++;
+    }
+    if (*end == 'B' || *end == 'b') end++;
+    if (*end || v * mult > 1.8e19) return 0;
+    return (uint64_t)(v * mult);
+}
+
+static int parse_expert_option(const char *a, const char *v, cli_common *c) {
+    fm_model_options *m = &c->model;
+    if (!strcmp(a, "--experts") || !strcmp(a, "--io-threads")) {
+        long n = cli_parse_count(v);
+        if (n <= 0) return cli_fail("%s: '%s' is not a positive count", a, v), -1;
+        if (!strcmp(a, "--experts")) m->n_experts_per_token = (int)n;
+        else m->io_threads = (int)n;
+    } else if (!strcmp(a, "--io")) {
+        if (strcmp(v, "pread") && strcmp(v, "uring")) return cli_fail("--io: '%s' (pread or uring)", v), -1;
+        m->io_uring = !strcmp(v, "uring");
+    } else if (!strcmp(a, "--cache")) {
+        if (strcmp(v, "os") && strcmp(v, "ram")) return cli_fail("--cache: '%s' (os or ram)", v), -1;
+        m->cache = !strcmp(v, "ram") ? FM_EXPERT_CACHE_RAM : FM_EXPERT_CACHE_OS;
+    } else {
+        uint64_t n = cli_parse_size(v);
+        if (!n) return cli_fail("%s: '%s' is not a size (e.g. 8G, 512M)", a, v), -1;
+        if (!strcmp(a, "--cache-size")) m->cache_bytes = n;
+        else m->memory_budget = n;
+        if (!strcmp(a, "--cache-size") || !strcmp(a, "--memory-budget")) m->cache = FM_EXPERT_CACHE_RAM;
+    }
+    return 1;
+}
+
 int cli_parse_common(int argc, char **argv, int *i, cli_common *c) {
     const char *a = argv[*i];
+    if (!strcmp(a, "--timing")) return c->timing = 1;
+    if (!strcmp(a, "--direct")) return c->model.direct_io = 1;
+    if (!strcmp(a, "--preload")) {
+        c->model.cache = FM_EXPERT_CACHE_RAM;
+        return c->model.preload = 1;
+    }
+    if (!strcmp(a, "--verify-reads")) return c->model.verify = 1;
+    static const char *const valued[] = {"--experts", "--io", "--io-threads", "--cache", "--cache-size",
+                                         "--memory-budget"};
+    for (size_t k = 0; k < sizeof valued / sizeof *valued; k++) {
+        if (strcmp(a, valued[k])) continue;
+        if (*i + 1 >= argc) return cli_fail("%s needs a value", a), -1;
+        return parse_expert_option(a, argv[++*i], c);
+    }
     int is_model = !strcmp(a, "-m") || !strcmp(a, "--model");
     int is_threads = !strcmp(a, "-t") || !strcmp(a, "--threads");
     int is_ctx = !strcmp(a, "--ctx");
@@ -56,7 +132,8 @@ int cli_open_model(const cli_common *c, fm_model **model, fm_session **session) 
     *model = NULL;
     if (session) *session = NULL;
     if (!c->model_dir) return cli_fail("missing -m DIR (a Hugging Face model directory)");
-    fm_model_options mo = {.n_threads = c->n_threads};
+    fm_model_options mo = c->model;
+    mo.n_threads = c->n_threads;
     if (fm_model_open(c->model_dir, &mo, model) != FM_OK) return cli_fail_lib("cannot open model");
     if (!session) return 0;
     fm_session_options so = {.max_context = c->max_context};
@@ -100,4 +177,33 @@ int cli_open_with_ids(const cli_common *c, const char *ids_text, int32_t **ids, 
         *ids = NULL;
     }
     return rc;
+}
+
+void cli_print_timing(const fm_session *s) {
+    fm_timing t;
+    fm_session_get_timing(s, &t);
+    fm_layer_timing sum = {0};
+    fputs("timing per layer (seconds):\n  layer  attention    routing    io wait    experts      other\n", stderr);
+    for (int i = 0; i < t.n_layers; i++) {
+        const fm_layer_timing *l = &t.layers[i];
+        fprintf(stderr, "  %5d %10.4f %10.4f %10.4f %10.4f %10.4f\n", i, l->attention_s, l->routing_s,
+                l->expert_io_wait_s, l->expert_compute_s, l->other_s);
+        sum.attention_s += l->attention_s;
+        sum.routing_s += l->routing_s;
+        sum.expert_io_wait_s += l->expert_io_wait_s;
+        sum.expert_compute_s += l->expert_compute_s;
+        sum.other_s += l->other_s;
+    }
+    fprintf(stderr, "  total %10.4f %10.4f %10.4f %10.4f %10.4f   (+ embedding/LM head %.4f)\n", sum.attention_s,
+            sum.routing_s, sum.expert_io_wait_s, sum.expert_compute_s, sum.other_s, t.head_s);
+    fprintf(stderr, "run: %llu tokens in %llu evals, %.3f s (%.2f tok/s)\n", (unsigned long long)t.tokens,
+            (unsigned long long)t.evals, t.eval_s, t.eval_s > 0 ? t.tokens / t.eval_s : 0.0);
+    if (t.experts_fetched) {
+        double hit = 100.0 * (double)t.cache_hits / (double)t.experts_fetched;
+        fprintf(stderr,
+                "experts: %llu fetched, cache hit rate %.1f%%, %.3f GB read from disk, %.2f GB/s while reading, "
+                "%.2f GB/s over the run\n",
+                (unsigned long long)t.experts_fetched, hit, t.bytes_read / 1e9,
+                t.read_s > 0 ? t.bytes_read / 1e9 / t.read_s : 0.0, t.eval_s > 0 ? t.bytes_read / 1e9 / t.eval_s : 0.0);
+    }
 }

@@ -12,14 +12,25 @@ typedef struct {
     const char *model_dir;
     int n_threads;
     int max_context;
+    int timing;             /* --timing: per-layer breakdown and totals on stderr at the end */
+    fm_model_options model; /* --experts and the expert-store options */
 } cli_common;
+
+/* The help lines of the options cli_parse_common takes. */
+extern const char cli_common_help[];
+/* --timing's report: per-layer breakdown and run totals, to stderr. */
+void cli_print_timing(const fm_session *s);
+/* "8G", "512M", "1.5GB", "123456" → bytes; 0 if invalid. */
+uint64_t cli_parse_size(const char *text);
 
 /* Prints "flashmoe: <message>" to stderr; returns 1 (the exit code). */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Same, with fm_last_error() after the message. */
 int cli_fail_lib(const char *what);
 
-/* Handles -m/--model, -t/--threads, --ctx. Returns 1 if argv[*i] was one of
+/* Handles -m/--model, -t/--threads, --ctx, --timing and the expert options
+ * (--experts, --io, --direct, --cache, --cache-size, --memory-budget,
+ * --preload, --verify-reads, --io-threads). Returns 1 if argv[*i] was one of
  * them (consuming its value), 0 if not, -1 on a bad value. */
 int cli_parse_common(int argc, char **argv, int *i, cli_common *c);
 /* Opens the model named by -m (required). 0 on success, else the exit code. */
@@ -39,5 +50,7 @@ int cmd_generate(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
 
 #endif

@@ -111,6 +111,10 @@ static void print_stats(const chat_state *c, const engine *e) {
            r->n_prompt, r->prefill_s, r->n_prompt / (r->prefill_s > 0 ? r->prefill_s : 1e-9), r->n_generated,
            r->decode_s, r->n_generated / (r->decode_s > 0 ? r->decode_s : 1e-9), r->finish,
            fm_session_position(e->session), c->n_refills, c->n_refills == 1 ? "" : "s");
+    if (e->opt_timing) {
+        fflush(stdout);
+        cli_print_timing(e->session);
+    }
 }
 
 static void help(void) {
@@ -125,9 +129,8 @@ int cmd_chat(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             printf("usage: flashmoe chat -m DIR [options]\n"
-                   "A conversation with line editing and history; the model's state is kept across turns.\n%s"
-                   "  -t, --threads N, --ctx N  as for every command\n",
-                   engine_options_help());
+                   "A conversation with line editing and history; the model's state is kept across turns.\n%s%s",
+                   engine_options_help(), cli_common_help);
             help();
             return 0;
         }

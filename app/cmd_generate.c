@@ -27,6 +27,7 @@ int cmd_generate(int argc, char **argv) {
                  "  --greedy        pick the most likely token (the only decoding mode so far)\n"
                  "  --stop-at-eos   stop early after an end-of-sequence id (generation_config.json)\n"
                  "  --stats         print prefill and decode speed to stderr");
+            fputs(cli_common_help, stdout);
             return 0;
         }
         if ((!strcmp(a, "--ids") || !strcmp(a, "-n")) && i + 1 >= argc) return cli_fail("%s needs a value", a);
@@ -72,6 +73,7 @@ int cmd_generate(int argc, char **argv) {
         fprintf(stderr, "prefill: %d tokens in %.3f s (%.1f tok/s); decode: %d tokens in %.3f s (%.1f tok/s)\n", n,
                 t1 - t0, n / (t1 - t0), produced > 1 ? produced - 1 : 0, t2 - t1,
                 produced > 1 ? (produced - 1) / (t2 - t1) : 0.0);
+    if (c.timing && !rc) cli_print_timing(s);
     fm_sampler_free(greedy);
     free(logits);
     free(ids);

@@ -68,6 +68,9 @@ int cmd_info(int argc, char **argv) {
     print_count("dense (non-expert)", in->params_dense, in->bytes_dense);
     print_count("routed experts", in->params_experts, in->bytes_experts);
     print_count("active per token", in->params_active, in->bytes_active);
+    if (in->expert_bits)
+        printf("packed         experts at %d bits, %llu bytes each on disk; %d run per token\n", in->expert_bits,
+               (unsigned long long)in->expert_bytes, in->n_experts_run);
     fm_model_close(m);
     return 0;
 }

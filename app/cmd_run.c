@@ -36,8 +36,8 @@ int cmd_run(int argc, char **argv) {
                    "prints prefill and decode speed to stderr.\n"
                    "  -p, --prompt TEXT     the user message\n"
                    "  --quiet               no speed line on stderr\n%s"
-                   "  -t, --threads N, --ctx N  as for every command\n",
-                   engine_options_help());
+                   "%s",
+                   engine_options_help(), cli_common_help);
             return 0;
         }
         if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) {
@@ -71,6 +71,7 @@ int cmd_run(int argc, char **argv) {
             fprintf(stderr, "prefill: %d tokens, %.1f tok/s; decode: %d tokens, %.1f tok/s; finish: %s\n",
                     res.n_prompt, res.n_prompt / (res.prefill_s > 0 ? res.prefill_s : 1e-9), res.n_generated,
                     res.n_generated / (res.decode_s > 0 ? res.decode_s : 1e-9), res.finish);
+        if (o.common.timing) cli_print_timing(e.session);
     }
     free(res.text);
     free(ids);

@@ -62,6 +62,7 @@ int cmd_score(int argc, char **argv) {
             puts("usage: flashmoe score -m DIR --ids 1,2,3 -o OUT [-t N]\n"
                  "Writes the logits of every position to OUT as raw little-endian float32:\n"
                  "T rows of vocab_size values (T = number of ids).");
+            fputs(cli_common_help, stdout);
             return 0;
         }
         if ((!strcmp(argv[i], "--ids") || !strcmp(argv[i], "-o") || !strcmp(argv[i], "--output")) && i + 1 >= argc)
@@ -83,6 +84,7 @@ int cmd_score(int argc, char **argv) {
     if (!logits) rc = cli_fail("out of memory for %d x %zu logits", n, V);
     else if (fm_session_eval(s, ids, n, FM_LOGITS_ALL, logits) != FM_OK) rc = cli_fail_lib("score");
     else rc = write_atomically(out_path, logits, (size_t)n * V);
+    if (c.timing && !rc) cli_print_timing(s);
     free(logits);
     free(ids);
     fm_session_free(s);

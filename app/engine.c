@@ -124,6 +124,7 @@ static char *read_small_file(const char *path) {
 int engine_open(engine *e, const engine_options *o) {
     memset(e, 0, sizeof *e);
     int rc = cli_open_model(&o->common, &e->model, &e->session);
+    e->opt_timing = o->common.timing;
     if (rc) return rc;
     e->info = fm_model_get_info(e->model);
     const char *tp = o->tokenizer_path ? o->tokenizer_path : o->common.model_dir;

@@ -16,6 +16,7 @@ typedef struct {
     const fm_model_info *info;
     int32_t eos[16];
     int n_eos;
+    int opt_timing; /* --timing: /stats in chat adds the per-layer breakdown */
 } engine;
 
 /* Options of `run` and `chat` besides the common ones. */

@@ -17,11 +17,15 @@ static void usage(FILE *out) {
           "  score     -m DIR --ids 1,2,3 -o OUT       logits of every position, raw float32 [T, vocab]\n"
           "  generate  -m DIR --ids 1,2,3 -n N --greedy  N generated token ids on one line\n"
           "  tokenize  --tokenizer PATH [--text-file F | TEXT]   text → ids (--decode 1,2,3: ids → text)\n"
+          "  convert   SRC DST [--bits 8|4|2|16] [--group 64]  pack a checkpoint for streaming experts\n"
+          "  verify    DIR                             recompute every checksum of a packed model\n"
           "\n"
           "common options:\n"
-          "  -m, --model DIR     model directory (config.json + safetensors)\n"
+          "  -m, --model DIR     model directory (Hugging Face, MLX, or packed by flashmoe convert)\n"
           "  -t, --threads N     compute threads (default: one per core)\n"
           "  --ctx N             context limit in tokens (default: the model's max_position_embeddings)\n"
+          "  --experts K         routed experts per token (default: the model's own)\n"
+          "  --timing            per-layer time breakdown and totals on stderr\n"
           "\n"
           "Run 'flashmoe COMMAND --help' for a command's options.\n",
           out);
@@ -47,6 +51,8 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 1, argv + 1);
     if (!strcmp(cmd, "run")) return cmd_run(argc - 1, argv + 1);
     if (!strcmp(cmd, "chat")) return cmd_chat(argc - 1, argv + 1);
+    if (!strcmp(cmd, "convert")) return cmd_convert(argc - 1, argv + 1);
+    if (!strcmp(cmd, "verify")) return cmd_verify(argc - 1, argv + 1);
     usage(stderr);
     return cli_fail("unknown command '%s'", cmd);
 }

@@ -141,6 +141,7 @@ typedef struct {
     int group;       /* quantization group; 0 = 64 */
     int dense_bits;  /* 0 or 16 = keep dense matrices as they are; 8 or 4 = quantize them */
     int force;       /* replace an existing complete packed model at dst */
+    int n_threads;   /* quantizing threads; 0 = one per core */
     /* Called now and then with bytes written of the total (may be NULL). */
     void (*progress)(void *user, uint64_t done, uint64_t total, const char *what);
     void *user;

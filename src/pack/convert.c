@@ -477,7 +477,8 @@ fm_status fm_convert(const char *src, const char *dst, const fm_convert_options 
     if (realpath(src, src_real) && realpath(dst, dst_real) && strcmp(src_real, dst_real) == 0)
         return fm_error(FM_ERR_ARGUMENT, "source and destination are the same directory (%s)", src);
 
-    fm_status st = model_open_recording(src, NULL, &c.rec, &c.model);
+    fm_model_options mo = {.n_threads = c.opt->n_threads};
+    fm_status st = model_open_recording(src, &mo, &c.rec, &c.model);
     if (st != FM_OK) goto done;
     const fm_config *cfg = &c.model->cfg;
     if ((st = pack_layout_init(&c.lay, cfg->hidden_size, cfg->expert_ffn, c.bits, c.group))) goto done;

@@ -1,6 +1,8 @@
 /* CPU float32 kernels (see kernels.h). */
 #include "backend/cpu/kernels.h"
 
+#include "backend/cpu/qkernels.h"
+
 #include <omp.h>
 #include <stdlib.h>
 
@@ -54,6 +56,7 @@ FM_DISPATCH static float dot_f16(const uint16_t *w, const float *x, int n) {
 }
 
 float cpu_dot_row(const fm_mat *W, int row, const float *x) {
+    if (W->bits) return cpu_qdot_row(W, row, x);
     size_t off = (size_t)row * (size_t)W->cols;
     switch (W->dtype) {
     case FM_DTYPE_BF16: return dot_bf16((const uint16_t *)W->data + off, x, W->cols);
@@ -63,6 +66,10 @@ float cpu_dot_row(const fm_mat *W, int row, const float *x) {
 }
 
 void cpu_matmul(float *y, const float *x, int T, const fm_mat *W) {
+    if (W->bits) {
+        cpu_qmatmul(y, x, T, W);
+        return;
+    }
     const int rows = W->rows, cols = W->cols;
     if (T == 1) {
 #pragma omp parallel for schedule(static) if (rows >= 64)
@@ -93,6 +100,15 @@ void cpu_matmul(float *y, const float *x, int T, const fm_mat *W) {
         }
     }
     free(wide);
+}
+
+void cpu_mat_row_f32(const fm_mat *W, int row, float *out) {
+    if (W->bits) {
+        cpu_qrow_f32(W, row, out);
+        return;
+    }
+    const size_t es = fm_dtype_size(W->dtype);
+    fm_dtype_to_f32(out, (const char *)W->data + (size_t)row * (size_t)W->cols * es, W->dtype, (size_t)W->cols);
 }
 
 void cpu_rmsnorm(float *y, const float *x, const float *w, int n, float eps) {

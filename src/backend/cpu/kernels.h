@@ -1,5 +1,6 @@
 /* CPU kernels in float32. Weights may be BF16, F16 or F32 (widened on the
- * fly); activations are float32. Matrix products run on all threads (OpenMP).
+ * fly) or quantized (W->bits != 0: MLX affine, see qkernels.h, which
+ * cpu_matmul and cpu_dot_row dispatch to); activations are float32. Matrix products run on all threads (OpenMP).
  * Dot products keep 16 independent partial sums so that the compiler can
  * vectorise them and results do not depend on the ISA. */
 #ifndef FM_BACKEND_CPU_KERNELS_H
@@ -13,6 +14,8 @@
 void cpu_matmul(float *y, const float *x, int T, const fm_mat *W);
 /* y[i] = sum_j x[j] * W[i, j] for one row i, any weight dtype. */
 float cpu_dot_row(const fm_mat *W, int row, const float *x);
+/* out[W.cols] = row `row` of W in float32 (widened or dequantized), e.g. an embedding lookup. */
+void cpu_mat_row_f32(const fm_mat *W, int row, float *out);
 float cpu_dot(const float *a, const float *b, int n);
 /* y = x / sqrt(mean(x²) + eps) * w (w NULL: no weight). In place allowed. */
 void cpu_rmsnorm(float *y, const float *x, const float *w, int n, float eps);

@@ -1,0 +1,141 @@
+/* The RAM cache of whole experts (see expert_cache.h).
+ *
+ * Eviction policy: segmented LRU (SLRU), which weighs frequency as well as
+ * recency. Indexed entries live in one of two LRU lists:
+ *   probation  experts used once since they were read;
+ *   protected  experts used at least twice (a hit on a probation entry moves
+ *              it here), capped at 4/5 of the entries the budget holds; when a
+ *              promotion overflows it, its least recently used entry goes back
+ *              to the most recent end of probation (a second chance).
+ * A new expert enters at the most recent end of probation. The victim for a
+ * new read is the least recently used unpinned entry of probation, or, only
+ * when probation has none, of protected. So a stream of experts used once
+ * (a scan) cycles through probation and cannot push out the experts the router
+ * keeps choosing, while a protected expert that stops being used still ages
+ * out through recency. Every operation is O(1) except skipping pinned entries
+ * (at most one batch) while looking for a victim. */
+#include "store/expert_cache.h"
+
+#include <stdlib.h>
+
+typedef struct {
+    cache_entry *head, *tail; /* head = most recently used */
+    int count;
+} lru_list;
+
+struct expert_cache {
+    cache_entry **index; /* [n_keys] */
+    int n_keys;
+    size_t entry_bytes, charge;
+    uint64_t budget, used;
+    int capacity, protected_cap;
+    lru_list lists[3]; /* [1] probation, [2] protected; [0] unused */
+};
+
+static void list_remove(lru_list *l, cache_entry *e) {
+    if (e->prev) e->prev->next = e->next;
+    else l->head = e->next;
+    if (e->next) e->next->prev = e->prev;
+    else l->tail = e->prev;
+    e->prev = e->next = NULL;
+    l->count--;
+}
+
+static void list_push_front(lru_list *l, cache_entry *e) {
+    e->prev = NULL;
+    e->next = l->head;
+    if (l->head) l->head->prev = e;
+    else l->tail = e;
+    l->head = e;
+    l->count++;
+}
+
+static void move_to(expert_cache *c, cache_entry *e, int segment) {
+    if (e->segment) list_remove(&c->lists[e->segment], e);
+    e->segment = segment;
+    list_push_front(&c->lists[segment], e);
+}
+
+expert_cache *cache_create(int n_keys, size_t entry_bytes, size_t charge, uint64_t budget) {
+    expert_cache *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    c->index = calloc((size_t)n_keys, sizeof *c->index);
+    if (!c->index) {
+        free(c);
+        return NULL;
+    }
+    c->n_keys = n_keys;
+    c->entry_bytes = entry_bytes;
+    c->charge = charge;
+    c->budget = budget;
+    uint64_t cap = budget / charge;
+    c->capacity = cap > (uint64_t)n_keys ? n_keys : (int)cap;
+    c->protected_cap = (int)((int64_t)c->capacity * 4 / 5);
+    return c;
+}
+
+static void free_entry(cache_entry *e) {
+    free(e->data);
+    free(e);
+}
+
+void cache_destroy(expert_cache *c) {
+    if (!c) return;
+    for (int s = 1; s <= 2; s++)
+        for (cache_entry *e = c->lists[s].head, *next; e; e = next) {
+            next = e->next;
+            free_entry(e);
+        }
+    free(c->index);
+    free(c);
+}
+
+cache_entry *cache_find(expert_cache *c, int key) { return c->index[key]; }
+
+void cache_touch(expert_cache *c, cache_entry *e) {
+    move_to(c, e, 2);
+    if (c->lists[2].count > c->protected_cap) move_to(c, c->lists[2].tail, 1);
+}
+
+static cache_entry *victim(expert_cache *c) {
+    for (int s = 1; s <= 2; s++)
+        for (cache_entry *e = c->lists[s].tail; e; e = e->prev)
+            if (e->pins == 0) return e;
+    return NULL;
+}
+
+cache_entry *cache_acquire(expert_cache *c) {
+    cache_entry *e;
+    if (c->used + c->charge <= c->budget) {
+        e = calloc(1, sizeof *e);
+        if (!e) return NULL;
+        if (posix_memalign(&e->data, 4096, c->entry_bytes) != 0) {
+            free(e);
+            return NULL;
+        }
+        c->used += c->charge;
+    } else {
+        e = victim(c);
+        if (!e) return NULL;
+        list_remove(&c->lists[e->segment], e);
+        c->index[e->key] = NULL;
+    }
+    e->key = -1;
+    e->segment = 0;
+    e->pins = 1;
+    return e;
+}
+
+void cache_insert(expert_cache *c, cache_entry *e, int key) {
+    e->key = key;
+    c->index[key] = e;
+    move_to(c, e, 1);
+}
+
+void cache_discard(expert_cache *c, cache_entry *e) {
+    c->used -= c->charge;
+    free_entry(e);
+}
+
+uint64_t cache_used(const expert_cache *c) { return c->used; }
+int cache_capacity(const expert_cache *c) { return c->capacity; }

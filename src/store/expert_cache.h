@@ -1,0 +1,44 @@
+/* Internal to src/store: the RAM cache of whole experts (expert_cache.c has
+ * the eviction policy). Keys are layer·n_experts + expert. An entry is either
+ * indexed (its data is a verified copy of that expert) or loading (owned by a
+ * read in flight, not findable). Pinned entries are never evicted. The cache
+ * is used by one thread (the store's caller). */
+#ifndef FM_STORE_EXPERT_CACHE_H
+#define FM_STORE_EXPERT_CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct cache_entry cache_entry;
+struct cache_entry {
+    void *data; /* 4096-aligned, entry_bytes long */
+    int key;    /* -1 while loading */
+    int pins;
+    int segment; /* 0 loading, 1 probation, 2 protected */
+    cache_entry *prev, *next;
+};
+
+typedef struct expert_cache expert_cache;
+
+/* budget: bytes the entries may take, each charged `charge` bytes (the
+ * stride) while its allocation is entry_bytes (≤ charge). */
+expert_cache *cache_create(int n_keys, size_t entry_bytes, size_t charge, uint64_t budget);
+void cache_destroy(expert_cache *c); /* accepts NULL */
+
+/* The indexed entry for key, or NULL; no policy change. */
+cache_entry *cache_find(expert_cache *c, int key);
+/* Records a use of an indexed entry (a hit). */
+void cache_touch(expert_cache *c, cache_entry *e);
+/* An entry to read a missing expert into: new memory while the budget allows,
+ * else the memory of the entry the policy evicts. Returned loading and pinned
+ * once; NULL when the budget is full of pinned entries (or smaller than one
+ * entry) or memory runs out. */
+cache_entry *cache_acquire(expert_cache *c);
+/* A loading entry whose read succeeded becomes findable under key. */
+void cache_insert(expert_cache *c, cache_entry *e, int key);
+/* A loading entry whose read failed is freed. */
+void cache_discard(expert_cache *c, cache_entry *e);
+uint64_t cache_used(const expert_cache *c);
+int cache_capacity(const expert_cache *c); /* entries the budget holds */
+
+#endif
