@@ -39,6 +39,8 @@ void fm_fault_disarm(void) {
     atomic_store(&fault_nth[FM_FAULT_WRITE], 0);
 }
 
+long fm_fault_count(fm_fault_kind kind) { return atomic_load(&fault_counter[kind]); }
+
 ssize_t fm_fault_check(fm_fault_kind kind, size_t n) {
     arm_from_env();
     long nth = atomic_load(&fault_nth[kind]);

@@ -31,6 +31,8 @@ fm_status fm_close_synced(int fd, const char *path);
 typedef enum { FM_FAULT_READ, FM_FAULT_WRITE } fm_fault_kind;
 void fm_fault_arm(fm_fault_kind kind, long nth, int err);
 void fm_fault_disarm(void);
+/* Calls of `kind` counted since it was last armed (tests size their faults with it). */
+long fm_fault_count(fm_fault_kind kind);
 /* Called by the I/O paths that do not use fm_pread_full (io_uring): returns
  * the injected result for a transfer of n bytes (-errno, a short count), or n
  * when no fault fires. */
