@@ -129,6 +129,9 @@ static fm_status check_file_size(const char *dir, const char *file, uint64_t exp
     return FM_OK;
 }
 
+static fm_status parse_manifest(const cJSON *root, const char *path, pack_manifest *m);
+static fm_status check_files(const char *dir, const pack_manifest *m);
+
 fm_status pack_manifest_read(const char *dir, pack_manifest *m) {
     memset(m, 0, sizeof *m);
     char path[4096];
@@ -136,6 +139,34 @@ fm_status pack_manifest_read(const char *dir, pack_manifest *m) {
     cJSON *root;
     fm_status st = json_file_read(path, &root);
     if (st != FM_OK) return st;
+    st = parse_manifest(root, path, m);
+    cJSON_Delete(root);
+    if (st == FM_OK) st = check_files(dir, m);
+    if (st != FM_OK) pack_manifest_free(m);
+    return st;
+}
+
+fm_status pack_manifest_parse(const char *text, size_t len, const char *label, pack_manifest *m) {
+    memset(m, 0, sizeof *m);
+    cJSON *root;
+    fm_status st = json_parse_text(text, len, label, &root);
+    if (st != FM_OK) return st;
+    st = parse_manifest(root, label, m);
+    cJSON_Delete(root);
+    if (st != FM_OK) pack_manifest_free(m);
+    return st;
+}
+
+/* Every file the manifest lists, with the size it states. */
+static fm_status check_files(const char *dir, const pack_manifest *m) {
+    fm_status st = check_file_size(dir, PACK_DENSE, m->dense_bytes);
+    for (int i = 0; st == FM_OK && i < m->n_layers; i++)
+        st = check_file_size(dir, m->layers[i].file, (uint64_t)m->n_experts * m->layout.stride);
+    return st;
+}
+
+static fm_status parse_manifest(const cJSON *root, const char *path, pack_manifest *m) {
+    fm_status st = FM_OK;
     const cJSON *format = cJSON_GetObjectItemCaseSensitive(root, "format");
     const cJSON *dense = cJSON_GetObjectItemCaseSensitive(root, "dense");
     const cJSON *experts = cJSON_GetObjectItemCaseSensitive(root, "experts");
@@ -171,7 +202,6 @@ fm_status pack_manifest_read(const char *dir, pack_manifest *m) {
                       (unsigned long long)stride, bits, ffn, hidden, m->layout.expert_bytes, m->layout.stride);
         goto done;
     }
-    if ((st = check_file_size(dir, PACK_DENSE, m->dense_bytes))) goto done;
     m->n_layers = cJSON_GetArraySize(layers);
     if (!(m->layers = calloc((size_t)m->n_layers + 1, sizeof *m->layers))) {
         st = fm_error(FM_ERR_NOMEM, "out of memory");
@@ -199,11 +229,8 @@ fm_status pack_manifest_read(const char *dir, pack_manifest *m) {
                 st = fm_error(FM_ERR_FORMAT, "%s: layer %d expert %d: checksum is not 16 hex digits", path, pl->layer, e);
                 goto done;
             }
-        if ((st = check_file_size(dir, pl->file, (uint64_t)m->n_experts * m->layout.stride))) goto done;
     }
 done:
-    cJSON_Delete(root);
-    if (st != FM_OK) pack_manifest_free(m);
     return st;
 }
 

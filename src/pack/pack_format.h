@@ -61,6 +61,8 @@ typedef struct pack_manifest {
  * layout recomputed from (hidden, ffn, bits, group), every file present with
  * the size the manifest states (a shorter one is named as truncated). */
 fm_status pack_manifest_read(const char *dir, pack_manifest *m);
+/* Parses manifest text only (no file checks); used by the fuzz target. */
+fm_status pack_manifest_parse(const char *text, size_t len, const char *label, pack_manifest *m);
 /* Writes DIR/flashmoe.json through a temporary name and a rename. */
 fm_status pack_manifest_write(const char *dir, const pack_manifest *m);
 void pack_manifest_free(pack_manifest *m);
