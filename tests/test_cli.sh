@@ -98,6 +98,69 @@ expect_fail "wrong-shaped tensor" "has shape [1024, 128], expected [1024, 96]" $
 mk; rm "$TMP/m/model.safetensors"
 expect_fail "no weights" "no model.safetensors" $FM info -m "$TMP/m"
 
+# ---- convert, verify, packed models ---------------------------------------
+Q=$MODELS/qwen35moe
+QREF=$Q/reference.safetensors
+qids=$($REF ids "$QREF" input_ids)
+if err=$($FM convert "$Q" "$TMP/p16" --bits 16 2>&1) && grep -q "packed model written" <<<"$err" &&
+    grep -q "GB (100.0%)" <<<"$err"; then ok "convert --bits 16 reports progress"; else not_ok "convert --bits 16" "$err"; fi
+[ -f "$TMP/p16/flashmoe.json" ] && [ -f "$TMP/p16/dense.safetensors" ] && [ -f "$TMP/p16/experts/layer_000.bin" ] &&
+    [ -f "$TMP/p16/config.json" ] && [ -z "$(find "$TMP/p16" -name '*.tmp' -o -name '*.xxh3' -o -name '.convert-state.json')" ] &&
+    ok "convert leaves the model and no temporary files" || not_ok "convert output files" "$(find "$TMP/p16")"
+$FM score -m "$Q" --ids "$qids" -o "$TMP/l_ckpt" && $FM score -m "$TMP/p16" --ids "$qids" -o "$TMP/l_p16" &&
+    cmp -s "$TMP/l_ckpt" "$TMP/l_p16" && ok "packed bf16 scores bit-identical to the checkpoint" ||
+    not_ok "packed bf16 scores bit-identical to the checkpoint"
+want=$($REF tokens "$QREF" greedy_tokens)
+got=$($FM generate -m "$TMP/p16" --ids "$qids" -n 24 --greedy --cache ram --io uring)
+[ "$got" = "$want" ] && ok "packed bf16 (ram cache, io_uring) generates transformers' greedy tokens" ||
+    not_ok "packed bf16 generate" "got:  $got
+want: $want"
+$FM convert "$Q" "$TMP/p8" --bits 8 --quiet && $FM score -m "$TMP/p8" --ids "$qids" -o "$TMP/l_p8" &&
+    out=$($REF compare "$TMP/l_p8" "$QREF" logits 0.05) && ok "8-bit experts: logits within 0.05 ($out)" ||
+    not_ok "8-bit experts close to the reference" "${out:-}"
+if out=$($FM info -m "$TMP/p8") && grep -q "packed         experts at 8 bits" <<<"$out"; then ok "info shows packed experts"; else
+    not_ok "info shows packed experts" "$out"; fi
+if err=$($FM generate -m "$TMP/p8" --ids "$qids" -n 4 --greedy --timing 2>&1 >/dev/null) &&
+    grep -q "layer  attention    routing    io wait    experts      other" <<<"$err" &&
+    grep -q "experts: .* fetched, cache hit rate" <<<"$err" && grep -q "GB read from disk" <<<"$err"; then
+    ok "--timing prints the per-layer breakdown and totals"
+else
+    not_ok "--timing" "$err"
+fi
+a=$($FM generate -m "$TMP/p16" --ids "$qids" -n 8 --greedy --experts 2)
+b=$($FM generate -m "$Q" --ids "$qids" -n 8 --greedy --experts 2)
+full4=$($FM generate -m "$Q" --ids "$qids" -n 8 --greedy)
+c=$($FM generate -m "$TMP/p8" --ids "$qids" -n 8 --greedy --preload --memory-budget 1G)
+[ "$(wc -w <<<"$a")" = 8 ] && [ "$a" = "$b" ] && [ "$a" != "$full4" ] &&
+    ok "--experts 2: packed = checkpoint, and not the model's 4" || not_ok "--experts 2" "$a / $b / $full4"
+[ -n "$c" ] && ok "--preload --memory-budget" || not_ok "--preload --memory-budget"
+out=$($FM verify "$TMP/p8" 2>&1) && grep -q "all checksums match" <<<"$out" && ok "verify a good model" || not_ok "verify" "$out"
+expect_fail "convert onto a packed model" "already holds a packed model" $FM convert "$Q" "$TMP/p8" --quiet
+expect_fail "convert a packed model" "already a packed flashmoe model" $FM convert "$TMP/p8" "$TMP/p9" --quiet
+expect_fail "convert --bits 5" "--bits 5" $FM convert "$Q" "$TMP/p9" --bits 5 --quiet
+expect_fail "convert from a missing directory" "$TMP/none" $FM convert "$TMP/none" "$TMP/p9" --quiet
+expect_fail "--experts beyond the model" "cannot run 17 experts per token" $FM info -m "$TMP/p8" --experts 17
+expect_fail "bad --cache" "--cache: 'disk'" $FM info -m "$TMP/p8" --cache disk
+expect_fail "bad --memory-budget" "not a size" $FM info -m "$TMP/p8" --memory-budget lots
+expect_fail "memory budget below the dense weights" "too small" $FM generate -m "$TMP/p8" --ids 1 -n 1 --memory-budget 1M
+FM_FAULT=write:40:ENOSPC $FM convert "$Q" "$TMP/p4" --bits 4 --quiet 2>"$TMP/err"
+rc=$?
+[ $rc -eq 1 ] && grep -q "disk full" "$TMP/err" && [ ! -e "$TMP/p4/flashmoe.json" ] &&
+    ok "convert on a full disk: error, no manifest" || not_ok "convert on a full disk (rc=$rc)" "$(cat "$TMP/err")"
+$FM convert "$Q" "$TMP/p4" --bits 4 --quiet && $FM verify "$TMP/p4" --quiet >/dev/null &&
+    ok "the rerun resumes and completes" || not_ok "resume after a full disk"
+FM_FAULT=read:3:EIO $FM generate -m "$TMP/p4" --ids "$qids" -n 2 --greedy 2>"$TMP/err" >/dev/null
+rc=$?
+[ $rc -eq 1 ] && grep -q "experts/layer_000.bin: read of" "$TMP/err" && grep -q "Input/output error" "$TMP/err" &&
+    ok "an I/O error names the expert file" || not_ok "I/O error (rc=$rc)" "$(cat "$TMP/err")"
+cp -r "$TMP/p4" "$TMP/bad"
+printf 'X' | dd of="$TMP/bad/experts/layer_001.bin" bs=1 seek=100 conv=notrunc status=none
+expect_fail "verify finds a corrupt expert" "checksum mismatch in layer 1 expert 0" $FM verify "$TMP/bad" --quiet
+expect_fail "--verify-reads finds it while running" "checksum mismatch" \
+    $FM generate -m "$TMP/bad" --ids "$qids" -n 1 --greedy --verify-reads
+truncate -s 5000 "$TMP/bad/experts/layer_001.bin"
+expect_fail "truncated expert file" "layer_001.bin: truncated" $FM info -m "$TMP/bad"
+
 # ---- tokenize ------------------------------------------------------------
 TOK=$MODELS/../tokenizers/qwen3
 got=$($FM tokenize --tokenizer "$TOK" "Hello, world!")
