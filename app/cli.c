@@ -179,6 +179,18 @@ int cli_open_with_ids(const cli_common *c, const char *ids_text, int32_t **ids, 
     return rc;
 }
 
+/* Peak resident set size in bytes (VmHWM), 0 if unknown. */
+static uint64_t peak_rss(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return 0;
+    char line[256];
+    unsigned long long kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmHWM: %llu kB", &kb) == 1) break;
+    fclose(f);
+    return (uint64_t)kb * 1024;
+}
+
 void cli_print_timing(const fm_session *s) {
     fm_timing t;
     fm_session_get_timing(s, &t);
@@ -198,6 +210,7 @@ void cli_print_timing(const fm_session *s) {
             sum.routing_s, sum.expert_io_wait_s, sum.expert_compute_s, sum.other_s, t.head_s);
     fprintf(stderr, "run: %llu tokens in %llu evals, %.3f s (%.2f tok/s)\n", (unsigned long long)t.tokens,
             (unsigned long long)t.evals, t.eval_s, t.eval_s > 0 ? t.tokens / t.eval_s : 0.0);
+    fprintf(stderr, "memory: peak RSS %.1f MB\n", peak_rss() / 1e6);
     if (t.experts_fetched) {
         double hit = 100.0 * (double)t.cache_hits / (double)t.experts_fetched;
         fprintf(stderr,

@@ -382,7 +382,7 @@ static void test_disk_full_then_resume(void **state) {
 }
 
 static void copy_tree(const char *from, const char *to) {
-    char cmd[2600];
+    char cmd[4200];
     snprintf(cmd, sizeof cmd, "rm -rf '%s' && cp -r '%s' '%s'", to, from, to);
     assert_int_equal(system(cmd), 0);
 }

@@ -142,9 +142,10 @@ static fm_status open_expert_store(fm_model *m, const char *dir, const fm_model_
             if (opt->cache_bytes) {
                 so.cache_bytes = opt->cache_bytes;
             } else if (opt->memory_budget) {
-                /* Dense weights are mapped and will be resident; keep a margin for
-                 * the KV cache, scratch and in-flight buffers. */
-                uint64_t reserved = m->ckpt->files[0]->map_size + (256ull << 20);
+                /* Dense weights are mapped and will be resident; the store's
+                 * in-flight buffers and 128 MiB for the rest (program, KV cache,
+                 * scratch) come off the budget too. */
+                uint64_t reserved = m->ckpt->files[0]->map_size + (128ull << 20) + 16 * lay->stride;
                 if (opt->memory_budget <= reserved + lay->stride * (uint64_t)c->n_experts_used)
                     st = fm_error(FM_ERR_ARGUMENT,
                                   "memory budget of %.2f GB is too small: the dense weights need %.2f GB "
