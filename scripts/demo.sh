@@ -19,5 +19,17 @@ echo "flashmoe:         $ours"
 echo "transformers:     $theirs"
 if [ "$ours" = "$theirs" ]; then echo "identical greedy continuations"; else echo "continuations differ"; exit 1; fi
 echo
+P=build/packed/qwen35moe_tok-q8
+echo "\$ flashmoe convert $M $P --bits 8 --group 32"
+if [ -f $P/flashmoe.json ]; then echo "(already converted)"; else $FM convert $M $P --bits 8 --group 32; fi
+packed=$($FM generate -m $P --ids "$ids" -n 24 --greedy --timing 2>build/demo-timing.txt)
+echo "flashmoe, 8-bit experts streamed from disk: $packed"
+same=0
+for i in $(seq 1 24); do
+    [ "$(echo "$ours" | cut -d' ' -f$i)" = "$(echo "$packed" | cut -d' ' -f$i)" ] && same=$((same + 1))
+done
+echo "$same of 24 tokens agree with the bf16 run"
+tail -n 4 build/demo-timing.txt
+echo
 echo '$ flashmoe run -m build/models/qwen35moe_tok -p "What does lucid mean?" -n 24 --seed 1'
 $FM run -m $M -p "What does lucid mean?" -n 24 --seed 1

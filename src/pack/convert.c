@@ -445,8 +445,22 @@ static fm_status check_space(const conv *c, uint64_t needed) {
     return FM_OK;
 }
 
+/* mkdir -p */
+static fm_status make_dirs(const char *path) {
+    char buf[PATH_MAX];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) return fm_error(FM_ERR_ARGUMENT, "%s: path too long", path);
+    for (char *p = buf + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            fm_status st = make_dir(buf);
+            *p = '/';
+            if (st != FM_OK) return st;
+        }
+    return make_dir(buf);
+}
+
 static fm_status prepare_dst(const conv *c) {
-    fm_status st = make_dir(c->dst);
+    fm_status st = make_dirs(c->dst);
     if (st != FM_OK) return st;
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/%s", c->dst, PACK_MANIFEST);
