@@ -65,6 +65,18 @@ for mode in native asan; do
     done
 done
 
+# Peak RSS against the memory budget: native only (ASan's shadow memory is not the engine's).
+note "native: tests/test_memory.sh"
+log=$(mktemp)
+tests/test_memory.sh build/native 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+passed=$((passed + $(grep -c '^ok - ' "$log")))
+f=$(grep -c '^not ok - ' "$log")
+failed=$((failed + f))
+if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then record "native/test_memory.sh (exit $rc)" 1; fi
+[ "$f" -gt 0 ] && failures+=("native/test_memory.sh")
+rm -f "$log"
+
 if command -v clang >/dev/null; then
     note "fuzzing ($FUZZ_SECONDS s per target)"
     if make -s fuzz; then
