@@ -26,7 +26,7 @@ LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 APP_OBJ := $(APP_SRC:%.c=$(BUILD)/%.o)
 
 .PHONY: all portable asan test bench demo clean fuzz
-all: $(BUILD)/flashmoe $(TESTS:%=$(BUILD)/tests/%) $(BUILD)/tests/ref_tool $(BUILD)/bench/bench_decode $(BUILD)/bench/synth_model $(BUILD)/bench/bench_tokenizer $(BUILD)/bench/bench_qkernels $(BUILD)/bench/bench_expert_fetch
+all: $(BUILD)/flashmoe $(TESTS:%=$(BUILD)/tests/%) $(BUILD)/tests/ref_tool $(BUILD)/bench/bench_decode $(BUILD)/bench/synth_model $(BUILD)/bench/bench_tokenizer $(BUILD)/bench/bench_qkernels $(BUILD)/bench/bench_expert_fetch $(BUILD)/bench/synth_packed $(BUILD)/bench/bench_stream
 
 portable:
 	$(MAKE) MODE=portable
@@ -46,6 +46,11 @@ $(BUILD)/tests/%: tests/%.c tests/test_util.c $(BUILD)/libflashmoe.a
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libflashmoe.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libflashmoe.a $(LDLIBS)
+
+# The synthetic model writers share bench/synth_common.c.
+$(BUILD)/bench/synth_%: bench/synth_%.c bench/synth_common.c bench/synth_common.h $(BUILD)/libflashmoe.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< bench/synth_common.c $(BUILD)/libflashmoe.a $(LDLIBS)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
