@@ -139,7 +139,8 @@ void fm_session_reset_timing(fm_session *session);
 typedef struct {
     int bits;        /* routed experts: 2, 4, 8, or 16 (bf16, unquantized); 0 = 4 */
     int group;       /* quantization group; 0 = 64 */
-    int dense_bits;  /* 0 or 16 = keep dense matrices as they are; 8 or 4 = quantize them */
+    int dense_bits;  /* dense matrices: 16 = as they are, 8 or 4 = quantized (routers keep 8);
+                        0 = 8, or 16 when bits is 16 */
     int force;       /* replace an existing complete packed model at dst */
     int n_threads;   /* quantizing threads; 0 = one per core */
     /* Called now and then with bytes written of the total (may be NULL). */

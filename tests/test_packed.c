@@ -10,7 +10,8 @@
  *     for qwen35moe, 0.032 / 93.8% for qwen3next: these random-weight models
  *     route on small margins, and a flipped expert choice moves the logits in
  *     a step); 4- and 2-bit: KL divergence and top-1 agreement printed, and
- *     ordered (8 < 4 < 2 bits in KL)
+ *     ordered (8 < 4 < 2 bits in KL) — all with dense weights kept bf16; experts
+ *     and dense matrices at 8 bits (convert's default): rel L2 ≤ 0.08, top-1 ≥ 80%
  *   - MLX checkpoints (generated from the documented MLX layout, every matrix
  *     quantized): the dequantized weights sum to what numpy computed from the
  *     same files; 8-bit read directly: rel L2 ≤ 0.08, top-1 ≥ 80%; packed at
@@ -40,21 +41,24 @@ static void path_in(char *out, size_t n, const char *name) { snprintf(out, n, "%
 
 static void fixture_dir(char *out, size_t n, const char *name) { snprintf(out, n, "%s/%s", test_models_dir(), name); }
 
-/* Converts fixture `name` at `bits` into work/<name>-<bits> (once per run). */
-static const char *packed(const char *name, int bits) {
-    static char paths[16][1100];
+/* Converts fixture `name` with experts at `bits` and dense matrices at
+ * `dense_bits` (0: the default) into work/<name>-<bits>-<dense_bits>, once per run. */
+static const char *packed_dense(const char *name, int bits, int dense_bits) {
+    static char paths[24][1100];
     static int n;
     char dst[1100], src[1100];
-    snprintf(dst, sizeof dst, "%s/%s-%d", work, name, bits);
+    snprintf(dst, sizeof dst, "%s/%s-%d-%d", work, name, bits, dense_bits);
     for (int i = 0; i < n; i++)
         if (!strcmp(paths[i], dst)) return paths[i];
     fixture_dir(src, sizeof src, name);
-    fm_convert_options o = {.bits = bits};
+    fm_convert_options o = {.bits = bits, .dense_bits = dense_bits};
     if (fm_convert(src, dst, &o) != FM_OK) fail_msg("convert %s: %s", name, fm_last_error());
-    assert_true(n < 16);
+    assert_true(n < 24);
     snprintf(paths[n], sizeof paths[n], "%s", dst);
     return paths[n++];
 }
+
+static const char *packed(const char *name, int bits) { return packed_dense(name, bits, 0); }
 
 typedef struct {
     int n, V;
@@ -224,11 +228,11 @@ static void test_quantized_quality(void **state) {
         float *ref = reference_logits(names[f], &n, &V);
         double last_kl = 0;
         static const int bits[] = {16, 8, 4, 2};
-        for (int b = 0; b < 4; b++) {
-            run_result r = run_model(packed(names[f], bits[b]), NULL, names[f]);
+        for (int b = 0; b < 4; b++) { /* dense kept bf16: the experts' quantization alone */
+            run_result r = run_model(packed_dense(names[f], bits[b], 16), NULL, names[f]);
             quality q = compare(&r, ref, n, V);
-            printf("  %-10s experts at %2d bits: logits rel L2 %.4f, KL %.2e, top-1 agreement %.1f%%\n", names[f],
-                   bits[b], q.rel_l2, q.kl, 100 * q.top1);
+            printf("  %-10s experts at %2d bits, dense bf16: logits rel L2 %.4f, KL %.2e, top-1 agreement %.1f%%\n",
+                   names[f], bits[b], q.rel_l2, q.kl, 100 * q.top1);
             if (bits[b] == 16) assert_true(q.rel_l2 <= 1e-4);
             if (bits[b] == 8) {
                 assert_true(q.rel_l2 <= 0.05);
@@ -238,6 +242,13 @@ static void test_quantized_quality(void **state) {
             last_kl = q.kl;
             free_result(&r);
         }
+        /* The converter's default: dense matrices at 8 bits too. */
+        run_result r = run_model(packed(names[f], 8), NULL, names[f]);
+        quality q = compare(&r, ref, n, V);
+        printf("  %-10s experts and dense at 8 bits: logits rel L2 %.4f, KL %.2e, top-1 agreement %.1f%%\n", names[f],
+               q.rel_l2, q.kl, 100 * q.top1);
+        assert_true(q.rel_l2 <= 0.08 && q.top1 >= 0.80);
+        free_result(&r);
         free(ref);
     }
 }

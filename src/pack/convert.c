@@ -480,7 +480,9 @@ fm_status fm_convert(const char *src, const char *dst, const fm_convert_options 
     conv c = {.src = src, .dst = dst, .opt = options ? options : &defaults};
     c.bits = c.opt->bits ? c.opt->bits : 4;
     c.group = c.opt->group ? c.opt->group : 64;
-    c.dense_bits = c.opt->dense_bits == 16 ? 0 : c.opt->dense_bits;
+    /* Dense matrices follow the experts: 8 bits unless the experts stay bf16. */
+    c.dense_bits = c.opt->dense_bits ? c.opt->dense_bits : c.bits == 16 ? 16 : 8;
+    if (c.dense_bits == 16) c.dense_bits = 0;
     if (c.bits != 2 && c.bits != 4 && c.bits != 8 && c.bits != 16)
         return fm_error(FM_ERR_ARGUMENT, "--bits %d: experts can be 2, 4, 8 or 16 (bf16) bits", c.bits);
     if (c.dense_bits != 0 && c.dense_bits != 4 && c.dense_bits != 8)
