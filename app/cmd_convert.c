@@ -69,6 +69,8 @@ int cmd_convert(int argc, char **argv) {
                  "  --dense-bits B  dense matrices (attention, embeddings, LM head, shared experts):\n"
                  "                  8 (default) or 4 bits (routers keep 8), or 16 = as in the source\n"
                  "                  (the default with --bits 16)\n"
+                 "  --ranges R      experts' quantization ranges: minmax (MLX's) or search (least\n"
+                 "                  squared error; slower); default search at 2 bits, else minmax\n"
                  "  --force         replace a packed model already at DST\n"
                  "  --quiet         no progress\n"
                  "  -t, --threads N threads for quantizing\n"
@@ -86,6 +88,11 @@ int cmd_convert(int argc, char **argv) {
             if (parse_bits(a, argv[++i], &o.group)) return 1;
         } else if (!strcmp(a, "--dense-bits")) {
             if (parse_bits(a, argv[++i], &o.dense_bits)) return 1;
+        } else if (!strcmp(a, "--ranges")) {
+            if (i + 1 >= argc) return cli_fail("--ranges needs a value");
+            const char *v = argv[++i];
+            if (strcmp(v, "minmax") && strcmp(v, "search")) return cli_fail("--ranges: '%s' (minmax or search)", v);
+            o.range_search = !strcmp(v, "search") ? 1 : -1;
         } else if (!strcmp(a, "--force")) {
             o.force = 1;
         } else if (!strcmp(a, "--quiet")) {

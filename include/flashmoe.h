@@ -141,6 +141,8 @@ typedef struct {
     int group;       /* quantization group; 0 = 64 */
     int dense_bits;  /* dense matrices: 16 = as they are, 8 or 4 = quantized (routers keep 8);
                         0 = 8, or 16 when bits is 16 */
+    int range_search; /* experts' group ranges: 1 searched for the least squared error, -1 MLX's
+                         min/max; 0 = searched at 2 bits only */
     int force;       /* replace an existing complete packed model at dst */
     int n_threads;   /* quantizing threads; 0 = one per core */
     /* Called now and then with bytes written of the total (may be NULL). */

@@ -10,7 +10,8 @@
  *     for qwen35moe, 0.032 / 93.8% for qwen3next: these random-weight models
  *     route on small margins, and a flipped expert choice moves the logits in
  *     a step); 4- and 2-bit: KL divergence and top-1 agreement printed, and
- *     ordered (8 < 4 < 2 bits in KL) — all with dense weights kept bf16; experts
+ *     ordered (8 < 4 < 2 bits in KL), and 2 bits with searched ranges (the
+ *     default) better than with MLX's min/max — all with dense weights kept bf16; experts
  *     and dense matrices at 8 bits (convert's default): rel L2 ≤ 0.08, top-1 ≥ 80%
  *   - MLX checkpoints (generated from the documented MLX layout, every matrix
  *     quantized): the dequantized weights sum to what numpy computed from the
@@ -43,19 +44,23 @@ static void fixture_dir(char *out, size_t n, const char *name) { snprintf(out, n
 
 /* Converts fixture `name` with experts at `bits` and dense matrices at
  * `dense_bits` (0: the default) into work/<name>-<bits>-<dense_bits>, once per run. */
-static const char *packed_dense(const char *name, int bits, int dense_bits) {
+static const char *packed_opts(const char *name, int bits, int dense_bits, int range_search) {
     static char paths[24][1100];
     static int n;
     char dst[1100], src[1100];
-    snprintf(dst, sizeof dst, "%s/%s-%d-%d", work, name, bits, dense_bits);
+    snprintf(dst, sizeof dst, "%s/%s-%d-%d-%d", work, name, bits, dense_bits, range_search);
     for (int i = 0; i < n; i++)
         if (!strcmp(paths[i], dst)) return paths[i];
     fixture_dir(src, sizeof src, name);
-    fm_convert_options o = {.bits = bits, .dense_bits = dense_bits};
+    fm_convert_options o = {.bits = bits, .dense_bits = dense_bits, .range_search = range_search};
     if (fm_convert(src, dst, &o) != FM_OK) fail_msg("convert %s: %s", name, fm_last_error());
     assert_true(n < 24);
     snprintf(paths[n], sizeof paths[n], "%s", dst);
     return paths[n++];
+}
+
+static const char *packed_dense(const char *name, int bits, int dense_bits) {
+    return packed_opts(name, bits, dense_bits, 0);
 }
 
 static const char *packed(const char *name, int bits) { return packed_dense(name, bits, 0); }
@@ -242,6 +247,13 @@ static void test_quantized_quality(void **state) {
             last_kl = q.kl;
             free_result(&r);
         }
+        /* 2 bits with MLX's min/max ranges instead of searched ones: worse. */
+        run_result mm = run_model(packed_opts(names[f], 2, 16, -1), NULL, names[f]);
+        quality qm = compare(&mm, ref, n, V);
+        printf("  %-10s experts at  2 bits, min/max ranges: logits rel L2 %.4f, KL %.2e, top-1 agreement %.1f%%\n",
+               names[f], qm.rel_l2, qm.kl, 100 * qm.top1);
+        assert_true(qm.kl > last_kl);
+        free_result(&mm);
         /* The converter's default: dense matrices at 8 bits too. */
         run_result r = run_model(packed(names[f], 8), NULL, names[f]);
         quality q = compare(&r, ref, n, V);

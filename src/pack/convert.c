@@ -38,6 +38,7 @@ typedef struct {
     const char *src, *dst;
     const fm_convert_options *opt;
     int bits, group, dense_bits;
+    int search; /* experts quantized with fm_quantize_row_search */
     fm_model *model;
     weights_record rec;
     pack_expert_layout lay;
@@ -320,8 +321,8 @@ static void pack_projection(const conv *c, const fm_mat *src, const pack_compone
     uint16_t *sc = (uint16_t *)(extent + pc->scales_offset), *bi = (uint16_t *)(extent + pc->biases_offset);
     for (int r = 0; r < rows; r++) {
         cpu_mat_row_f32(src, r, row);
-        fm_quantize_row(row, cols, c->bits, c->group, q + (size_t)r * words, sc + (size_t)r * groups,
-                        bi + (size_t)r * groups);
+        (c->search ? fm_quantize_row_search : fm_quantize_row)(row, cols, c->bits, c->group, q + (size_t)r * words,
+                                                               sc + (size_t)r * groups, bi + (size_t)r * groups);
     }
 }
 
@@ -403,6 +404,7 @@ static char *state_text(const conv *c) {
     cJSON_AddNumberToObject(o, "bits", c->bits);
     cJSON_AddNumberToObject(o, "group", c->group);
     cJSON_AddNumberToObject(o, "dense_bits", c->dense_bits);
+    cJSON_AddNumberToObject(o, "range_search", c->search);
     char *text = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return text;
@@ -480,6 +482,8 @@ fm_status fm_convert(const char *src, const char *dst, const fm_convert_options 
     conv c = {.src = src, .dst = dst, .opt = options ? options : &defaults};
     c.bits = c.opt->bits ? c.opt->bits : 4;
     c.group = c.opt->group ? c.opt->group : 64;
+    /* Searched ranges by default at 2 bits, where they measurably help (docs/PERF.md). */
+    c.search = c.opt->range_search ? c.opt->range_search > 0 : c.bits == 2;
     /* Dense matrices follow the experts: 8 bits unless the experts stay bf16. */
     c.dense_bits = c.opt->dense_bits ? c.opt->dense_bits : c.bits == 16 ? 16 : 8;
     if (c.dense_bits == 16) c.dense_bits = 0;

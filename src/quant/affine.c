@@ -59,3 +59,57 @@ void fm_dequantize_row(const uint32_t *q, const uint16_t *scales, const uint16_t
     for (int c = 0; c < cols; c++)
         out[c] = fm_bf16_to_f32(scales[c / group]) * (float)fm_quant_code(q, c, bits) + fm_bf16_to_f32(biases[c / group]);
 }
+
+/* Squared error of one group coded with scale s and bias b (both already bf16). */
+static float group_error(const float *x, int n, float s, float b, float n_bins) {
+    float err = 0.0f;
+    for (int i = 0; i < n; i++) {
+        float v = rintf((x[i] - b) / s);
+        v = v < 0.0f ? 0.0f : v > n_bins ? n_bins : v;
+        float d = s * v + b - x[i];
+        err += d * d;
+    }
+    return err;
+}
+
+void fm_quantize_row_search(const float *w, int cols, int bits, int group, uint32_t *q, uint16_t *scales,
+                            uint16_t *biases) {
+    /* Start from MLX's choice, then try ranges clipped at either end and keep
+     * the one with the least squared error. */
+    fm_quantize_row(w, cols, bits, group, q, scales, biases);
+    const float n_bins = (float)((1 << bits) - 1);
+    enum { STEPS = 8 };
+    for (int g = 0; g < cols / group; g++) {
+        const float *x = w + (size_t)g * group;
+        float lo = x[0], hi = x[0];
+        for (int i = 1; i < group; i++) {
+            lo = x[i] < lo ? x[i] : lo;
+            hi = x[i] > hi ? x[i] : hi;
+        }
+        float best_s = fm_bf16_to_f32(scales[g]), best_b = fm_bf16_to_f32(biases[g]);
+        if (best_s == 0.0f) continue;
+        float best = group_error(x, group, best_s, best_b, n_bins);
+        const float span = hi - lo;
+        for (int a = 0; a < STEPS; a++)
+            for (int c = 0; c < STEPS; c++) {
+                float l = lo + span * 0.04f * (float)a, h = hi - span * 0.04f * (float)c;
+                float s = fm_bf16_to_f32(fm_f32_to_bf16((h - l) / n_bins)), b = fm_bf16_to_f32(fm_f32_to_bf16(l));
+                if (!(s > 0.0f)) continue;
+                float e = group_error(x, group, s, b, n_bins);
+                if (e < best) {
+                    best = e;
+                    best_s = s;
+                    best_b = b;
+                }
+            }
+        scales[g] = fm_f32_to_bf16(best_s);
+        biases[g] = fm_f32_to_bf16(best_b);
+        for (int i = 0; i < group; i++) {
+            int c = g * group + i;
+            q[((unsigned)c * (unsigned)bits) >> 5] &= ~(((1u << bits) - 1u) << (((unsigned)c * (unsigned)bits) & 31));
+            float v = rintf((x[i] - best_b) / best_s);
+            v = v < 0.0f ? 0.0f : v > n_bins ? n_bins : v;
+            q[((unsigned)c * (unsigned)bits) >> 5] |= (uint32_t)v << (((unsigned)c * (unsigned)bits) & 31);
+        }
+    }
+}
