@@ -30,6 +30,7 @@ long cli_parse_count(const char *text) {
 const char cli_common_help[] =
     "  -t, --threads N       compute threads (default: one per core)\n"
     "  --ctx N               context limit in tokens (default: max_position_embeddings)\n"
+    "  --batch N             prompt tokens per micro-batch (default 64; 256 for packed models)\n"
     "  --experts K           run K routed experts per token (default: the model's own)\n"
     "  --timing              print a per-layer time breakdown and run totals to stderr\n"
     "  Packed models (flashmoe convert) read their experts from disk:\n"
@@ -107,8 +108,8 @@ int cli_parse_common(int argc, char **argv, int *i, cli_common *c) {
     }
     int is_model = !strcmp(a, "-m") || !strcmp(a, "--model");
     int is_threads = !strcmp(a, "-t") || !strcmp(a, "--threads");
-    int is_ctx = !strcmp(a, "--ctx");
-    if (!is_model && !is_threads && !is_ctx) return 0;
+    int is_ctx = !strcmp(a, "--ctx"), is_batch = !strcmp(a, "--batch");
+    if (!is_model && !is_threads && !is_ctx && !is_batch) return 0;
     if (*i + 1 >= argc) {
         cli_fail("%s needs a value", a);
         return -1;
@@ -119,11 +120,12 @@ int cli_parse_common(int argc, char **argv, int *i, cli_common *c) {
         return 1;
     }
     long n = cli_parse_count(v);
-    if (n < 0 || (is_ctx && n == 0)) {
+    if (n < 0 || ((is_ctx || is_batch) && n == 0) || (is_batch && n > 4096)) {
         cli_fail("%s: '%s' is not a valid count", a, v);
         return -1;
     }
     if (is_threads) c->n_threads = (int)n;
+    else if (is_batch) c->batch = (int)n;
     else c->max_context = (int)n;
     return 1;
 }
@@ -136,7 +138,7 @@ int cli_open_model(const cli_common *c, fm_model **model, fm_session **session) 
     mo.n_threads = c->n_threads;
     if (fm_model_open(c->model_dir, &mo, model) != FM_OK) return cli_fail_lib("cannot open model");
     if (!session) return 0;
-    fm_session_options so = {.max_context = c->max_context};
+    fm_session_options so = {.max_context = c->max_context, .batch = c->batch};
     if (fm_session_new(*model, &so, session) != FM_OK) {
         fm_model_close(*model);
         *model = NULL;

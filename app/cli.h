@@ -12,6 +12,7 @@ typedef struct {
     const char *model_dir;
     int n_threads;
     int max_context;
+    int batch;              /* --batch: prompt tokens per micro-batch (0 = the library's default) */
     int timing;             /* --timing: per-layer breakdown and totals on stderr at the end */
     fm_model_options model; /* --experts and the expert-store options */
 } cli_common;

@@ -94,6 +94,8 @@ typedef struct fm_session fm_session;
 
 typedef struct {
     int max_context; /* tokens; 0 = the model's max_position_embeddings */
+    int batch;       /* tokens per prefill micro-batch; 0 = 64, or 256 for packed models (each
+                        micro-batch reads the experts it routes to once) */
 } fm_session_options;
 
 typedef enum {

@@ -22,7 +22,7 @@ experts=$(du -sb "$M/experts" | cut -f1)
 ids=$(seq -s, 1 64)
 
 peak() { sed -n 's/^memory: peak RSS \([0-9.]*\) MB$/\1/p' "$1"; }
-budget_mb=600
+budget_mb=800
 $FM generate -m "$M" --ids "$ids" -n 64 --greedy --memory-budget ${budget_mb}M --timing >/dev/null 2>"$TMP/budget.log"
 rc=$?
 rss=$(peak "$TMP/budget.log")

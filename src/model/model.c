@@ -2,6 +2,7 @@
 #include "model/model.h"
 
 #include "model/arch.h"
+#include "model/session.h"
 #include "model/weights.h"
 #include "pack/pack_format.h"
 #include "quant/affine.h"
@@ -143,14 +144,15 @@ static fm_status open_expert_store(fm_model *m, const char *dir, const fm_model_
                 so.cache_bytes = opt->cache_bytes;
             } else if (opt->memory_budget) {
                 /* Dense weights are mapped and will be resident; the store's
-                 * in-flight buffers and 128 MiB for the rest (program, KV cache,
-                 * scratch) come off the budget too. */
-                uint64_t reserved = m->ckpt->files[0]->map_size + (128ull << 20) + 16 * lay->stride;
+                 * in-flight buffers, a session's scratch and 128 MiB for the rest
+                 * (program, threads, KV cache) come off the budget too. */
+                uint64_t reserved = m->ckpt->files[0]->map_size + (128ull << 20) + 16 * lay->stride +
+                                    session_scratch_bytes(c, FM_UBATCH_STREAMED);
                 if (opt->memory_budget <= reserved + lay->stride * (uint64_t)c->n_experts_used)
                     st = fm_error(FM_ERR_ARGUMENT,
-                                  "memory budget of %.2f GB is too small: the dense weights need %.2f GB "
-                                  "plus room for at least one layer's experts",
-                                  opt->memory_budget / 1e9, reserved / 1e9);
+                                  "memory budget of %.2f GB is too small: the dense weights (%.2f GB), "
+                                  "buffers and scratch need %.2f GB, plus room for at least one layer's experts",
+                                  opt->memory_budget / 1e9, m->ckpt->files[0]->map_size / 1e9, reserved / 1e9);
                 else
                     so.cache_bytes = opt->memory_budget - reserved;
             } else {

@@ -15,6 +15,21 @@ static int max_int(int a, int b) { return a > b ? a : b; }
 static size_t conv_state_floats(const fm_config *c) { return (size_t)fm_config_conv_dim(c) * (c->lin_conv_kernel - 1); }
 static size_t recurrent_floats(const fm_config *c) { return (size_t)c->lin_n_v_heads * c->lin_k_dim * c->lin_v_dim; }
 
+/* Widest per-token temporary any block needs. */
+static int widest_row(const fm_config *c) {
+    const int key_dim = c->lin_n_k_heads * c->lin_k_dim, value_dim = c->lin_n_v_heads * c->lin_v_dim;
+    int widest = max_int(c->hidden_size, c->n_heads * c->head_dim * 2);
+    widest = max_int(widest, 2 * key_dim + 2 * value_dim);
+    widest = max_int(widest, max_int(c->expert_ffn, max_int(c->shared_ffn, c->dense_ffn)));
+    return max_int(widest, 2 * c->lin_n_v_heads);
+}
+
+size_t session_scratch_bytes(const fm_config *c, int ubatch) {
+    const size_t K = (size_t)max_int(c->n_experts_used, 1), H = (size_t)c->hidden_size;
+    size_t per_token = 3 * H + 6 * (size_t)widest_row(c) + (size_t)c->n_experts + K * (2 + H) + K;
+    return (size_t)ubatch * per_token * sizeof(float);
+}
+
 fm_status fm_session_new(fm_model *m, const fm_session_options *opt, fm_session **out) {
     *out = NULL;
     const fm_config *c = &m->cfg;
@@ -22,8 +37,13 @@ fm_status fm_session_new(fm_model *m, const fm_session_options *opt, fm_session 
     if (!s) return fm_error(FM_ERR_NOMEM, "out of memory");
     s->model = m;
     s->max_context = opt && opt->max_context > 0 ? opt->max_context : c->max_position_embeddings;
+    if (opt && (opt->batch < 0 || opt->batch > 4096)) {
+        free(s);
+        return fm_error(FM_ERR_ARGUMENT, "micro-batch of %d tokens (1..4096)", opt->batch);
+    }
+    /* Streamed experts are read once per micro-batch: larger ones read less per token. */
+    const int U = s->ubatch = opt && opt->batch ? opt->batch : m->store ? FM_UBATCH_STREAMED : FM_UBATCH;
     const int L = c->n_layers, H = c->hidden_size;
-    const int key_dim = c->lin_n_k_heads * c->lin_k_dim, value_dim = c->lin_n_v_heads * c->lin_v_dim;
     s->k_cache = calloc((size_t)L, sizeof *s->k_cache);
     s->v_cache = calloc((size_t)L, sizeof *s->v_cache);
     s->conv_state = calloc((size_t)L, sizeof *s->conv_state);
@@ -36,20 +56,15 @@ fm_status fm_session_new(fm_model *m, const fm_session_options *opt, fm_session 
         if (!s->conv_state[i] || !s->recurrent[i]) goto nomem;
     }
 
-    /* Widest per-token temporary any block needs. */
-    int widest = max_int(H, c->n_heads * c->head_dim * 2);
-    widest = max_int(widest, 2 * key_dim + 2 * value_dim);
-    widest = max_int(widest, max_int(c->expert_ffn, max_int(c->shared_ffn, c->dense_ffn)));
-    widest = max_int(widest, 2 * c->lin_n_v_heads);
-    s->big_size = (size_t)FM_UBATCH * widest;
+    s->big_size = (size_t)U * widest_row(c);
     fm_scratch *w = &s->scratch;
-    w->x = malloc((size_t)FM_UBATCH * H * sizeof(float));
-    w->xn = malloc((size_t)FM_UBATCH * H * sizeof(float));
-    w->out = malloc((size_t)FM_UBATCH * H * sizeof(float));
-    w->router = malloc((size_t)FM_UBATCH * max_int(c->n_experts, 1) * sizeof(float));
-    w->sel = malloc((size_t)FM_UBATCH * max_int(c->n_experts_used, 1) * sizeof(int));
-    w->sel_w = malloc((size_t)FM_UBATCH * max_int(c->n_experts_used, 1) * sizeof(float));
-    const size_t E = (size_t)max_int(c->n_experts, 1), pairs = (size_t)FM_UBATCH * max_int(c->n_experts_used, 1);
+    w->x = malloc((size_t)U * H * sizeof(float));
+    w->xn = malloc((size_t)U * H * sizeof(float));
+    w->out = malloc((size_t)U * H * sizeof(float));
+    w->router = malloc((size_t)U * max_int(c->n_experts, 1) * sizeof(float));
+    w->sel = malloc((size_t)U * max_int(c->n_experts_used, 1) * sizeof(int));
+    w->sel_w = malloc((size_t)U * max_int(c->n_experts_used, 1) * sizeof(float));
+    const size_t E = (size_t)max_int(c->n_experts, 1), pairs = (size_t)U * max_int(c->n_experts_used, 1);
     w->expert_count = malloc(E * sizeof(int));
     w->expert_ids = malloc(E * sizeof(int));
     w->expert_first = malloc((E + 1) * sizeof(int));
@@ -161,7 +176,7 @@ fm_status fm_session_eval(fm_session *s, const int32_t *tokens, int n, fm_logits
     const size_t V = (size_t)c->vocab_size;
     const double t0 = fm_seconds();
     for (int done = 0; done < n;) {
-        int ub = n - done < FM_UBATCH ? n - done : FM_UBATCH;
+        int ub = n - done < s->ubatch ? n - done : s->ubatch;
         int last = done + ub == n;
         int row0 = ub;      /* rows of this micro-batch that need logits */
         float *dst = NULL;

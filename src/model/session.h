@@ -10,8 +10,11 @@
 #include "model/model.h"
 #include "store/expert_store.h"
 
-/* Tokens per forward micro-batch: the weights are read once per micro-batch. */
+/* Tokens per forward micro-batch by default: the weights are read once per
+ * micro-batch; with streamed experts (packed models) a larger one, since
+ * every micro-batch of a prompt reads most of each layer's experts. */
 #define FM_UBATCH 64
+#define FM_UBATCH_STREAMED 256
 
 typedef struct {
     float *x;      /* [ub, H] residual stream */
@@ -33,6 +36,7 @@ typedef struct {
 struct fm_session {
     fm_model *model;
     int pos, max_context, kv_capacity;
+    int ubatch;                 /* tokens per micro-batch */
     float **k_cache, **v_cache; /* [n_layers] → [kv_capacity, nkv*hd] (full-attention layers) */
     float **conv_state;         /* [n_layers] → [conv_dim, kernel-1] (linear layers) */
     float **recurrent;          /* [n_layers] → [nv, dk, dv] */
@@ -59,6 +63,9 @@ void attention_forward(fm_session *s, int layer, int n);
 void deltanet_forward(fm_session *s, int layer, int n);
 /* Fails only when a packed model's expert cannot be read. */
 fm_status moe_forward(fm_session *s, int layer, int n);
+
+/* Bytes of a session's scratch at `ubatch` tokens per micro-batch (the memory budget counts them). */
+size_t session_scratch_bytes(const fm_config *c, int ubatch);
 
 /* Test hook (see capture_hidden). */
 void fm_session_capture_hidden(fm_session *s, float *dst);
