@@ -17,16 +17,26 @@ size_t fm_quant_weight_bytes(int rows, int cols, int bits) { return (size_t)rows
 
 size_t fm_quant_scales_bytes(int rows, int cols, int group) { return (size_t)rows * (size_t)(cols / group) * 2; }
 
+static void group_range(const float *x, int n, float *lo, float *hi) {
+    *lo = *hi = x[0];
+    for (int i = 1; i < n; i++) {
+        *lo = x[i] < *lo ? x[i] : *lo;
+        *hi = x[i] > *hi ? x[i] : *hi;
+    }
+}
+
+/* Sets code c of a packed row (the slot must be zero). */
+static void put_code(uint32_t *q, int c, int bits, float v) {
+    q[((unsigned)c * (unsigned)bits) >> 5] |= (uint32_t)v << (((unsigned)c * (unsigned)bits) & 31);
+}
+
 void fm_quantize_row(const float *w, int cols, int bits, int group, uint32_t *q, uint16_t *scales, uint16_t *biases) {
     const float n_bins = (float)((1 << bits) - 1);
     memset(q, 0, (size_t)cols * bits / 32 * sizeof *q);
     for (int g = 0; g < cols / group; g++) {
         const float *x = w + (size_t)g * group;
-        float lo = x[0], hi = x[0];
-        for (int i = 1; i < group; i++) {
-            lo = x[i] < lo ? x[i] : lo;
-            hi = x[i] > hi ? x[i] : hi;
-        }
+        float lo, hi;
+        group_range(x, group, &lo, &hi);
         /* The edge of larger magnitude is the bias; the step runs from it
          * towards the other edge (negative step when the edge is the max). */
         int min_is_edge = fabsf(lo) > fabsf(hi);
@@ -48,8 +58,7 @@ void fm_quantize_row(const float *w, int cols, int bits, int group, uint32_t *q,
             float v = rintf((x[i] - br) / sr);
             v = v < 0.0f ? 0.0f : v > n_bins ? n_bins : v;
             if (v != v) v = 0.0f; /* NaN weights */
-            int c = g * group + i;
-            q[((unsigned)c * (unsigned)bits) >> 5] |= (uint32_t)v << (((unsigned)c * (unsigned)bits) & 31);
+            put_code(q, g * group + i, bits, v);
         }
     }
 }
@@ -81,11 +90,8 @@ void fm_quantize_row_search(const float *w, int cols, int bits, int group, uint3
     enum { STEPS = 8 };
     for (int g = 0; g < cols / group; g++) {
         const float *x = w + (size_t)g * group;
-        float lo = x[0], hi = x[0];
-        for (int i = 1; i < group; i++) {
-            lo = x[i] < lo ? x[i] : lo;
-            hi = x[i] > hi ? x[i] : hi;
-        }
+        float lo, hi;
+        group_range(x, group, &lo, &hi);
         float best_s = fm_bf16_to_f32(scales[g]), best_b = fm_bf16_to_f32(biases[g]);
         if (best_s == 0.0f) continue;
         float best = group_error(x, group, best_s, best_b, n_bins);
@@ -108,8 +114,7 @@ void fm_quantize_row_search(const float *w, int cols, int bits, int group, uint3
             int c = g * group + i;
             q[((unsigned)c * (unsigned)bits) >> 5] &= ~(((1u << bits) - 1u) << (((unsigned)c * (unsigned)bits) & 31));
             float v = rintf((x[i] - best_b) / best_s);
-            v = v < 0.0f ? 0.0f : v > n_bins ? n_bins : v;
-            q[((unsigned)c * (unsigned)bits) >> 5] |= (uint32_t)v << (((unsigned)c * (unsigned)bits) & 31);
+            put_code(q, c, bits, v < 0.0f ? 0.0f : v > n_bins ? n_bins : v);
         }
     }
 }
