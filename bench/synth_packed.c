@@ -161,33 +161,16 @@ static int plan_dense(const synth_tensor *ts, int n, int dense_bits, int group, 
 
 /* The 8-byte length + JSON header, padded with spaces so the data starts 64-aligned. */
 static char *dense_header(const dense_out *out, int n, size_t *len) {
-    cJSON *root = cJSON_CreateObject(), *meta = cJSON_CreateObject();
-    cJSON_AddStringToObject(meta, "format", PACK_FORMAT_NAME);
-    cJSON_AddStringToObject(meta, "source", "synth_packed");
-    cJSON_AddItemToObject(root, "__metadata__", meta);
+    st_tensor *ts = calloc((size_t)n + 1, sizeof *ts);
+    if (!ts) return NULL;
     for (int i = 0; i < n; i++) {
-        cJSON *o = cJSON_CreateObject(), *shape = cJSON_CreateArray(), *offs = cJSON_CreateArray();
-        cJSON_AddStringToObject(o, "dtype", out[i].part == 1 ? "U32" : "BF16");
-        for (int d = 0; d < out[i].n_dims; d++) cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)out[i].shape[d]));
-        cJSON_AddItemToObject(o, "shape", shape);
-        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)out[i].offset));
-        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)(out[i].offset + out[i].nbytes)));
-        cJSON_AddItemToObject(o, "data_offsets", offs);
-        cJSON_AddItemToObject(root, out[i].name, o);
+        ts[i] = (st_tensor){.name = (char *)out[i].name, .dtype = out[i].part == 1 ? FM_DTYPE_U32 : FM_DTYPE_BF16,
+                            .n_dims = out[i].n_dims, .offset = out[i].offset, .nbytes = out[i].nbytes};
+        for (int d = 0; d < out[i].n_dims; d++) ts[i].shape[d] = out[i].shape[d];
     }
-    char *json = cJSON_PrintUnformatted(root);
-    cJSON_Delete(root);
-    if (!json) return NULL;
-    size_t n_json = strlen(json), padded = align64(8 + n_json) - 8;
-    char *buf = malloc(8 + padded);
-    if (buf) {
-        for (int i = 0; i < 8; i++) buf[i] = (char)((uint64_t)padded >> (8 * i));
-        memcpy(buf + 8, json, n_json);
-        memset(buf + 8 + n_json, ' ', padded - n_json);
-        *len = 8 + padded;
-    }
-    free(json);
-    return buf;
+    char *head = st_header_build(ts, n, PACK_FORMAT_NAME, len);
+    free(ts);
+    return head;
 }
 
 /* splitmix64's finaliser: a counter-based generator, so any byte range of a

@@ -212,3 +212,33 @@ const st_tensor *st_file_find(const st_file *f, const char *name) {
         if (strcmp(f->tensors[i].name, name) == 0) return &f->tensors[i];
     return NULL;
 }
+
+char *st_header_build(const st_tensor *tensors, int n, const char *format, size_t *len) {
+    cJSON *root = cJSON_CreateObject(), *meta = cJSON_CreateObject();
+    cJSON_AddStringToObject(meta, "format", format);
+    cJSON_AddItemToObject(root, "__metadata__", meta);
+    for (int i = 0; i < n; i++) {
+        const st_tensor *t = &tensors[i];
+        cJSON *o = cJSON_CreateObject(), *shape = cJSON_CreateArray(), *offs = cJSON_CreateArray();
+        cJSON_AddStringToObject(o, "dtype", fm_dtype_name(t->dtype));
+        for (int d = 0; d < t->n_dims; d++) cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)t->shape[d]));
+        cJSON_AddItemToObject(o, "shape", shape);
+        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)t->offset));
+        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)(t->offset + t->nbytes)));
+        cJSON_AddItemToObject(o, "data_offsets", offs);
+        cJSON_AddItemToObject(root, t->name, o);
+    }
+    char *json = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    if (!json) return NULL;
+    size_t n_json = strlen(json), padded = (8 + n_json + 63) / 64 * 64 - 8;
+    char *buf = malloc(8 + padded);
+    if (buf) {
+        for (int i = 0; i < 8; i++) buf[i] = (char)((uint64_t)padded >> (8 * i));
+        memcpy(buf + 8, json, n_json);
+        memset(buf + 8 + n_json, ' ', padded - n_json);
+        *len = 8 + padded;
+    }
+    free(json);
+    return buf;
+}

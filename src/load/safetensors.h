@@ -38,6 +38,12 @@ fm_status st_file_open(const char *path, st_file **out);
 void st_file_close(st_file *file); /* accepts NULL and half-built files */
 
 const st_tensor *st_file_find(const st_file *file, const char *name);
+
+/* The head of a safetensors file holding `tensors` (their name, dtype, shape,
+ * offset and nbytes; data is not used), with "__metadata__": {"format":
+ * format}: the 8-byte length and the JSON, padded with spaces so that the data
+ * starts 64-byte aligned. malloc'd (*len bytes); NULL when out of memory. */
+char *st_header_build(const st_tensor *tensors, int n, const char *format, size_t *len);
 uint64_t st_tensor_numel(const st_tensor *t);
 
 #endif

@@ -173,33 +173,15 @@ static int plan_dense(const conv *c, out_tensor *out, uint64_t *data_bytes) {
 }
 
 static char *dense_header(const out_tensor *out, int n, size_t *len) {
-    cJSON *root = cJSON_CreateObject(), *meta = cJSON_CreateObject();
-    cJSON_AddStringToObject(meta, "format", PACK_FORMAT_NAME);
-    cJSON_AddItemToObject(root, "__metadata__", meta);
-    for (int i = 0; i < n; i++) {
-        cJSON *o = cJSON_CreateObject(), *shape = cJSON_CreateArray(), *offs = cJSON_CreateArray();
-        cJSON_AddStringToObject(o, "dtype", fm_dtype_name(out[i].dtype));
-        for (int d = 0; d < out[i].n_dims; d++) cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)out[i].shape[d]));
-        cJSON_AddItemToObject(o, "shape", shape);
-        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)out[i].offset));
-        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)(out[i].offset + out[i].nbytes)));
-        cJSON_AddItemToObject(o, "data_offsets", offs);
-        cJSON_AddItemToObject(root, out[i].name, o);
-    }
-    char *json = cJSON_PrintUnformatted(root);
-    cJSON_Delete(root);
-    if (!json) return NULL;
-    size_t n_json = strlen(json), padded = align64(8 + n_json) - 8; /* data starts 64-byte aligned */
-    char *buf = malloc(8 + padded);
-    if (buf) {
-        uint64_t le = padded;
-        for (int i = 0; i < 8; i++) buf[i] = (char)(le >> (8 * i));
-        memcpy(buf + 8, json, n_json);
-        memset(buf + 8 + n_json, ' ', padded - n_json);
-        *len = 8 + padded;
-    }
-    free(json);
-    return buf;
+    st_tensor *ts = calloc((size_t)n + 1, sizeof *ts);
+    if (!ts) return NULL;
+    for (int i = 0; i < n; i++)
+        ts[i] = (st_tensor){.name = (char *)out[i].name, .dtype = out[i].dtype, .n_dims = out[i].n_dims,
+                            .offset = out[i].offset, .nbytes = out[i].nbytes};
+    for (int i = 0; i < n; i++) memcpy(ts[i].shape, out[i].shape, sizeof ts[i].shape);
+    char *head = st_header_build(ts, n, PACK_FORMAT_NAME, len);
+    free(ts);
+    return head;
 }
 
 static fm_status write_dense(conv *c, const char *path, uint64_t *hash, uint64_t *bytes) {
