@@ -24,9 +24,38 @@
  *   - 4-bit → 2-bit requantization (dequantize, quantize): the 2-bit
  *     round-trip bound above holds against the 4-bit values, and |w − d2| ≤
  *     bound4 + bound2 against the original weights
- *   - cpu_matmul (every ISA the CPU has) vs a double-precision product of the
- *     dequantized rows: relative L2 ≤ 2e-6 and max rel ≤ 2e-5 (max rel =
- *     max_i |got_i − ref_i| / max(|ref_i|, rms(ref)))
+ *   - cpu_matmul (every float ISA the CPU has: scalar, avx2, avx512) vs a
+ *     double-precision product of the dequantized rows: relative L2 ≤ 2e-6
+ *     and max rel ≤ 2e-5 (max rel = max_i |got_i − ref_i| / max(|ref_i|,
+ *     rms(ref)))
+ *   - cpu_matmul, integer path (vnni), on the same data. Per token and weight
+ *     group: dx = fl(amax/127), xq = rint(fl(x·fl(127/amax))) (0 when amax <
+ *     1e-30), so |x − dx·xq| ≤ dx/2 + 4u|x| (u = FLT_EPSILON); m =
+ *     2^(bits−1). The path computes Σ_g s·(dx·Σq·xq + m·(Σx − dx·Σxq)) +
+ *     b·Σx, whose exact value differs from Σ_j (s·q_j + b)·x_j by
+ *     Σ_j s·(q_j − m)·(dx·xq_j − x_j). Let A = Σ_g |s|·(dx·|Σq·xq| +
+ *     m·(Σ|x| + dx·Σ|xq|)) + |b|·Σ|x| (the magnitude of the float terms) and
+ *     γ = (cols/32 + group + 64)·u (their float rounding in any order).
+ *       · against the scalar integer reference (the same quantization, exact
+ *         integer sums, evaluated in double): |got − iref| ≤ γ·A (only the
+ *         float order of the per-group scaling differs)
+ *       · against the double product of the dequantized rows, per output:
+ *         |got − ref| ≤ Σ_j |s|·|q_j − m|·(dx/2 + 4u|x_j|) + u·Σ_j |deq_j·x_j|
+ *         + γ·A (the rounding of x as above; the float32 rounding of the
+ *         dequantized weights the reference uses; float order)
+ *       · relative L2 against that reference, over all outputs (all shapes
+ *         and T) of one bits/group configuration, ≤ 5e-3: the rounding error
+ *         per element is ~dx/√12 ≈ 0.23% of max|x|, about 0.4% of rms(x) for
+ *         uniform inputs; measured 3.6e-3 to 4.1e-3. Single outputs can be
+ *         near zero, so relative error per output is not bounded — the
+ *         per-output bound above is absolute.
+ *   - every path (float and integer) on exactly representable data (codes
+ *     random, scales ±2^-e, biases k/8, inputs integers |x| ≤ 7 with a ±127
+ *     in every group so dx = 1, xq = x; every partial sum a multiple of 1/8
+ *     below 2^21, which the test asserts): bit-exact against the exact
+ *     product (this checks the integer sums of the vnni path bit for bit)
+ *   - vnni: a NaN in a token's input makes every output of that token
+ *     non-finite
  *   - cpu_dot_row: |got − ref| / max(|ref|, rms(row refs)) ≤ 2e-5
  *   - cpu_mat_row_f32: bit-exact against fm_dequantize_row (quantized) and
  *     the exact widening (bf16, f16, f32) */
@@ -366,15 +395,68 @@ static errs compare(const float *got, const double *want, size_t n) {
     return e;
 }
 
+/* The integer scheme of the vnni path (qkernels_vnni.c) in plain C, for
+ * tokens x[T, cols]: iref = the scheme's result in double (exact integer
+ * sums), mag = A of the header, ebound = the per-output bound against the
+ * dequantized double product (without γ·A). All [T, rows]. */
+static void int_reference(const qmat *t, const float *x, int T, double *iref, double *mag, double *ebound) {
+    const int rows = t->m.rows, cols = t->m.cols, bits = t->m.bits, group = t->m.group, ng = cols / group;
+    const int mid = 1 << (bits - 1);
+    const size_t wpr = (size_t)cols * bits / 32;
+    const double u = FLT_EPSILON;
+    int *xq = alloc((size_t)cols * sizeof *xq);
+    float *dx = alloc((size_t)ng * sizeof *dx);
+    for (int tt = 0; tt < T; tt++) {
+        const float *xt = x + (size_t)tt * cols;
+        for (int g = 0; g < ng; g++) {
+            float amax = 0;
+            for (int i = 0; i < group; i++) amax = fmaxf(amax, fabsf(xt[g * group + i]));
+            dx[g] = amax / 127.0f;
+            const float id = amax >= 1e-30f ? 127.0f / amax : 0.0f;
+            for (int i = 0; i < group; i++) {
+                const float p = xt[g * group + i] * id;
+                xq[g * group + i] = (int)rintf(p);
+            }
+        }
+        for (int r = 0; r < rows; r++) {
+            const uint32_t *q = (const uint32_t *)t->m.data + (size_t)r * wpr;
+            double y = 0, a = 0, e = 0;
+            for (int g = 0; g < ng; g++) {
+                const double s = fm_bf16_to_f32(t->m.scales[(size_t)r * ng + g]);
+                const double b = fm_bf16_to_f32(t->m.biases[(size_t)r * ng + g]);
+                long long isum = 0, sxq = 0, saq = 0;
+                double sx = 0, sax = 0;
+                for (int i = 0; i < group; i++) {
+                    const int c = g * group + i;
+                    const unsigned code = code_at(q, c, bits);
+                    isum += (long long)code * xq[c];
+                    sxq += xq[c];
+                    saq += llabs((long long)xq[c]);
+                    sx += xt[c];
+                    sax += fabs(xt[c]);
+                    e += fabs(s) * abs((int)code - mid) * (dx[g] / 2.0 + 4 * u * fabs(xt[c])) +
+                         u * fabs((double)t->deq[(size_t)r * cols + c] * xt[c]);
+                }
+                y += s * (dx[g] * (double)isum + mid * (sx - dx[g] * (double)sxq)) + b * sx;
+                a += fabs(s) * (dx[g] * fabs((double)isum) + mid * (sax + dx[g] * (double)saq)) + fabs(b) * sax;
+            }
+            iref[(size_t)tt * rows + r] = y;
+            mag[(size_t)tt * rows + r] = a;
+            ebound[(size_t)tt * rows + r] = e;
+        }
+    }
+}
+
 static void test_kernels_all_isas(void **state) {
     (void)state;
-    static const char *isas[] = {"scalar", "avx2", "avx512"};
-    static const int bits_list[] = {2, 4, 8}, groups[] = {32, 64, 128}, Ts[] = {1, 3, 64};
+    enum { N_ISA = 4, VNNI = 3, N_T = 4 };
+    static const char *isas[N_ISA] = {"scalar", "avx2", "avx512", "vnni"};
+    static const int bits_list[] = {2, 4, 8}, groups[] = {32, 64, 128}, Ts[N_T] = {1, 3, 40, 64};
     /* (rows, cols in groups or, when negative, absolute cols) */
     static const int shapes[][2] = {{1, 1}, {7, 1}, {3, 3}, {17, 5}, {65, -512}, {64, -384}, {5, -8192}};
-    const double tol_l2 = 2e-6, tol_max = 2e-5;
-    int have[3];
-    for (int i = 0; i < 3; i++) {
+    const double tol_l2 = 2e-6, tol_max = 2e-5, tol_vnni_l2 = 5e-3;
+    int have[N_ISA];
+    for (int i = 0; i < N_ISA; i++) {
         have[i] = cpu_set_isa(isas[i]) == 0;
         printf("  isa %-7s %s\n", isas[i], have[i] ? "available" : "not supported here: skipped");
     }
@@ -383,14 +465,19 @@ static void test_kernels_all_isas(void **state) {
     for (int bi = 0; bi < 3; bi++)
         for (int gi = 0; gi < 3; gi++) {
             const int bits = bits_list[bi], group = groups[gi];
-            errs worst[3] = {{0, 0}, {0, 0}, {0, 0}};
-            double worst_dot = 0;
+            errs worst[N_ISA] = {{0, 0}};
+            double worst_dot = 0, worst_order = 0, worst_bound = 0, pool_se = 0, pool_ss = 0;
             for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
                 const int rows = shapes[si][0], cols = shapes[si][1] > 0 ? shapes[si][1] * group : -shapes[si][1];
-                const int Tmax = 64;
+                const int Tmax = 64, ng = cols / group;
                 qmat t = random_qmat(rows, cols, bits, group, &seed);
                 float *x = alloc((size_t)Tmax * cols * sizeof *x);
                 for (size_t i = 0; i < (size_t)Tmax * cols; i++) x[i] = rnd_range(&seed, -1.0f, 1.0f);
+                /* Token 1: a group of zeros; token 2: a group below the vnni path's 1e-30 floor. */
+                for (int i = 0; i < group; i++) {
+                    x[(size_t)cols + i] = 0.0f;
+                    x[(size_t)2 * cols + (size_t)(ng - 1) * group + i] *= 1e-31f;
+                }
                 double *ref = alloc((size_t)Tmax * rows * sizeof *ref);
                 for (int tt = 0; tt < Tmax; tt++)
                     for (int r = 0; r < rows; r++) {
@@ -398,22 +485,45 @@ static void test_kernels_all_isas(void **state) {
                         for (int c = 0; c < cols; c++) s += (double)t.deq[(size_t)r * cols + c] * x[(size_t)tt * cols + c];
                         ref[(size_t)tt * rows + r] = s;
                     }
+                double *iref = alloc((size_t)Tmax * rows * sizeof *iref), *mag = alloc((size_t)Tmax * rows * sizeof *mag),
+                       *eb = alloc((size_t)Tmax * rows * sizeof *eb);
+                int_reference(&t, x, Tmax, iref, mag, eb);
+                const double gamma = (cols / 32.0 + group + 64) * FLT_EPSILON;
                 float *y = alloc((size_t)Tmax * rows * sizeof *y);
-                for (int ii = 0; ii < 3; ii++) {
+                for (int ii = 0; ii < N_ISA; ii++) {
                     if (!have[ii]) continue;
                     assert_int_equal(cpu_set_isa(isas[ii]), 0);
                     assert_string_equal(cpu_isa_name(), isas[ii]);
-                    for (int ti = 0; ti < 3; ti++) {
+                    for (int ti = 0; ti < N_T; ti++) {
                         const int T = Ts[ti];
                         for (size_t i = 0; i < (size_t)T * rows; i++) y[i] = NAN;
                         cpu_matmul(y, x, T, &t.m);
                         const errs e = compare(y, ref, (size_t)T * rows);
-                        if (!(e.l2 <= tol_l2) || !(e.maxrel <= tol_max))
-                            fail_msg("%s %d-bit group %d [%d, %d] T=%d: relative L2 %.3e (tol %.0e), max rel %.3e "
-                                     "(tol %.0e)",
-                                     isas[ii], bits, group, rows, cols, T, e.l2, tol_l2, e.maxrel, tol_max);
                         worst[ii].l2 = fmax(worst[ii].l2, e.l2);
                         worst[ii].maxrel = fmax(worst[ii].maxrel, e.maxrel);
+                        if (ii != VNNI) {
+                            if (!(e.l2 <= tol_l2) || !(e.maxrel <= tol_max))
+                                fail_msg("%s %d-bit group %d [%d, %d] T=%d: relative L2 %.3e (tol %.0e), max rel %.3e "
+                                         "(tol %.0e)",
+                                         isas[ii], bits, group, rows, cols, T, e.l2, tol_l2, e.maxrel, tol_max);
+                            continue;
+                        }
+                        for (size_t i = 0; i < (size_t)T * rows; i++) {
+                            pool_se += ((double)y[i] - ref[i]) * ((double)y[i] - ref[i]);
+                            pool_ss += ref[i] * ref[i];
+                            const double order = fabs((double)y[i] - iref[i]), lim_o = gamma * mag[i] + 1e-30;
+                            const double err = fabs((double)y[i] - ref[i]), lim_e = eb[i] + gamma * mag[i] + 1e-30;
+                            if (!(order <= lim_o))
+                                fail_msg("vnni %d-bit group %d [%d, %d] T=%d output %zu: %.9g vs integer reference %.9g, "
+                                         "|diff| %.3g > γ·A %.3g",
+                                         bits, group, rows, cols, T, i, y[i], iref[i], order, lim_o);
+                            if (!(err <= lim_e))
+                                fail_msg("vnni %d-bit group %d [%d, %d] T=%d output %zu: %.9g vs %.9g, |err| %.3g > bound "
+                                         "%.3g",
+                                         bits, group, rows, cols, T, i, y[i], ref[i], err, lim_e);
+                            worst_order = fmax(worst_order, order / lim_o);
+                            worst_bound = fmax(worst_bound, err / lim_e);
+                        }
                     }
                 }
                 /* cpu_dot_row on the first token. */
@@ -431,10 +541,112 @@ static void test_kernels_all_isas(void **state) {
                 free_kept();
             }
             printf("  %d-bit group %3d:", bits, group);
-            for (int ii = 0; ii < 3; ii++)
+            for (int ii = 0; ii < N_ISA; ii++)
                 if (have[ii]) printf(" %s L2 %.1e max %.1e;", isas[ii], worst[ii].l2, worst[ii].maxrel);
             printf(" dot_row max %.1e\n", worst_dot);
+            if (have[VNNI]) {
+                const double l2 = sqrt(pool_se / pool_ss);
+                printf("      vnni: relative L2 over all outputs %.2e; |got − iref| ≤ %.3f·γA, |got − ref| ≤ %.3f·bound\n",
+                       l2, worst_order, worst_bound);
+                if (!(l2 <= tol_vnni_l2))
+                    fail_msg("vnni %d-bit group %d: relative L2 over all outputs %.3e > %.0e", bits, group, l2,
+                             tol_vnni_l2);
+            }
         }
+    assert_int_equal(cpu_set_isa(NULL), 0);
+}
+
+/* Every path bit-exact on data whose products and sums are exact in float32. */
+static void test_kernels_exact(void **state) {
+    (void)state;
+    static const char *isas[] = {"scalar", "avx2", "avx512", "vnni"};
+    static const int bits_list[] = {2, 4, 8}, groups[] = {32, 64, 128}, Ts[] = {1, 2, 7, 8, 20, 64};
+    static const int shapes[][2] = {{1, 1}, {7, 1}, {3, 3}, {17, 5}, {65, -512}, {6, -1024}};
+    uint64_t seed = 0x5eed0005;
+    int n_isa = 0;
+    for (int bi = 0; bi < 3; bi++)
+        for (int gi = 0; gi < 3; gi++)
+            for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
+                const int bits = bits_list[bi], group = groups[gi], Tmax = 64;
+                const int rows = shapes[si][0], cols = shapes[si][1] > 0 ? shapes[si][1] * group : -shapes[si][1];
+                const int ng = cols / group, nb = (1 << bits) - 1;
+                const size_t wpr = (size_t)cols * bits / 32;
+                uint32_t *q = alloc(wpr * rows * sizeof *q);
+                uint16_t *sc = alloc((size_t)rows * ng * sizeof *sc), *bs = alloc((size_t)rows * ng * sizeof *bs);
+                unsigned *codes = alloc((size_t)rows * cols * sizeof *codes);
+                memset(q, 0, wpr * rows * sizeof *q);
+                for (int r = 0; r < rows; r++)
+                    for (int c = 0; c < cols; c++) {
+                        unsigned v = (unsigned)((rand_uniform(&seed) + 1.0f) * 0.5f * (float)(nb + 1));
+                        if (v > (unsigned)nb) v = (unsigned)nb;
+                        codes[(size_t)r * cols + c] = v;
+                        q[(size_t)r * wpr + (size_t)c * bits / 32] |= v << ((c * bits) % 32);
+                    }
+                for (int i = 0; i < rows * ng; i++) {
+                    const int e = 1 + (int)((rand_uniform(&seed) + 1.0f) * 1.5f); /* 1..3 (4 at the edge) */
+                    const float sv = ldexpf(rand_uniform(&seed) < 0 ? -1.0f : 1.0f, -e);
+                    sc[i] = fm_f32_to_bf16(sv);
+                    bs[i] = fm_f32_to_bf16((float)(int)(rand_uniform(&seed) * 16.0f) / 8.0f);
+                    assert_true(fm_bf16_to_f32(sc[i]) == sv);
+                }
+                float *x = alloc((size_t)Tmax * cols * sizeof *x);
+                for (int tt = 0; tt < Tmax; tt++)
+                    for (int g = 0; g < ng; g++) {
+                        float *xg = x + (size_t)tt * cols + (size_t)g * group;
+                        for (int i = 0; i < group; i++) xg[i] = (float)(int)(rand_uniform(&seed) * 7.99f);
+                        const int at = (int)((rand_uniform(&seed) + 1.0f) * 0.5f * (float)(group - 1));
+                        xg[at] = rand_uniform(&seed) < 0 ? -127.0f : 127.0f;
+                    }
+                const fm_mat m = {.data = q, .dtype = FM_DTYPE_U32, .rows = rows, .cols = cols, .bits = bits,
+                                  .group = group, .scales = sc, .biases = bs};
+                float *exact = alloc((size_t)Tmax * rows * sizeof *exact), *y = alloc((size_t)Tmax * rows * sizeof *y);
+                for (int tt = 0; tt < Tmax; tt++)
+                    for (int r = 0; r < rows; r++) {
+                        double sum = 0, sabs = 0;
+                        for (int c = 0; c < cols; c++) {
+                            const int g = c / group;
+                            const double w = (double)fm_bf16_to_f32(sc[r * ng + g]) * codes[(size_t)r * cols + c] +
+                                             fm_bf16_to_f32(bs[r * ng + g]);
+                            const double xv = x[(size_t)tt * cols + c];
+                            sum += w * xv;
+                            sabs += fabs(w * xv) + fabs(fm_bf16_to_f32(sc[r * ng + g]) * codes[(size_t)r * cols + c] * xv) +
+                                    fabs(fm_bf16_to_f32(bs[r * ng + g]) * xv);
+                        }
+                        if (!(sabs < 2097152.0)) fail_msg("exact data: magnitude %g too large for exact float sums", sabs);
+                        exact[(size_t)tt * rows + r] = (float)sum;
+                        assert_true((double)exact[(size_t)tt * rows + r] == sum);
+                    }
+                n_isa = 0;
+                for (int ii = 0; ii < 4; ii++) {
+                    if (cpu_set_isa(isas[ii])) continue;
+                    n_isa++;
+                    for (size_t ti = 0; ti < sizeof Ts / sizeof *Ts; ti++) {
+                        const int T = Ts[ti];
+                        for (size_t i = 0; i < (size_t)T * rows; i++) y[i] = NAN;
+                        cpu_matmul(y, x, T, &m);
+                        for (size_t i = 0; i < (size_t)T * rows; i++)
+                            if (y[i] != exact[i])
+                                fail_msg("%s %d-bit group %d [%d, %d] T=%d output %zu (token %zu row %zu): %.9g, exact %.9g",
+                                         isas[ii], bits, group, rows, cols, T, i, i / rows, i % rows, y[i], exact[i]);
+                    }
+                    if (ii == 3) { /* vnni: NaN in token 1 → all of token 1's outputs non-finite, others unchanged */
+                        x[(size_t)cols + (size_t)cols / 2] = NAN;
+                        for (int T = 1; T <= 20; T += 19) {
+                            cpu_matmul(y, x, T, &m);
+                            for (int r = 0; r < rows; r++) {
+                                if (T > 1 && isfinite(y[(size_t)rows + r]))
+                                    fail_msg("vnni: NaN input gave %g (row %d, T %d)", y[(size_t)rows + r], r, T);
+                                if (y[r] != exact[r]) fail_msg("vnni: NaN in token 1 changed token 0, row %d", r);
+                            }
+                        }
+                        cpu_matmul(y, x + cols, 1, &m);
+                        for (int r = 0; r < rows; r++)
+                            if (isfinite(y[r])) fail_msg("vnni: NaN input gave %g (row %d, T 1)", y[r], r);
+                    }
+                }
+                free_kept();
+            }
+    printf("  %d paths bit-exact on exactly representable data (2/4/8-bit, groups 32/64/128, T 1..64)\n", n_isa);
     assert_int_equal(cpu_set_isa(NULL), 0);
 }
 
@@ -489,6 +701,7 @@ int main(void) {
         cmocka_unit_test(test_pack_known),       cmocka_unit_test(test_roundtrip_random),
         cmocka_unit_test(test_constant_groups),  cmocka_unit_test(test_requant_4_to_2),
         cmocka_unit_test(test_isa_select),       cmocka_unit_test(test_kernels_all_isas),
+        cmocka_unit_test(test_kernels_exact),
         cmocka_unit_test(test_mat_row_f32),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

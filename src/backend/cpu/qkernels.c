@@ -14,6 +14,7 @@
  * the order is the natural one (the scalar path). */
 #include "backend/cpu/qkernels.h"
 
+#include "backend/cpu/qkernels_vnni.h"
 #include "quant/affine.h"
 
 #include <omp.h>
@@ -33,8 +34,8 @@
 
 /* ---- code path selection ------------------------------------------------ */
 
-enum { ISA_SCALAR, ISA_AVX2, ISA_AVX512, ISA_COUNT };
-static const char *const isa_names[ISA_COUNT] = {"scalar", "avx2", "avx512"};
+enum { ISA_SCALAR, ISA_AVX2, ISA_AVX512, ISA_VNNI, ISA_COUNT };
+static const char *const isa_names[ISA_COUNT] = {"scalar", "avx2", "avx512", "vnni"};
 static int isa_cur, isa_best;
 static pthread_once_t isa_once = PTHREAD_ONCE_INIT;
 
@@ -44,9 +45,10 @@ static int isa_supported(int isa) {
     __builtin_cpu_init();
     const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     if (isa == ISA_AVX2) return avx2;
-    if (isa == ISA_AVX512)
-        return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-               __builtin_cpu_supports("avx512vl");
+    const int avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                       __builtin_cpu_supports("avx512vl");
+    if (isa == ISA_AVX512) return avx512;
+    if (isa == ISA_VNNI) return avx512 && fm_qvnni_supported();
 #endif
     return 0;
 }
@@ -58,7 +60,10 @@ static int isa_from_name(const char *name) {
 }
 
 static void isa_init(void) {
-    isa_best = isa_supported(ISA_AVX512) ? ISA_AVX512 : isa_supported(ISA_AVX2) ? ISA_AVX2 : ISA_SCALAR;
+    isa_best = isa_supported(ISA_VNNI)     ? ISA_VNNI
+               : isa_supported(ISA_AVX512) ? ISA_AVX512
+               : isa_supported(ISA_AVX2)   ? ISA_AVX2
+                                           : ISA_SCALAR;
     const char *env = getenv("FM_ISA");
     const int want = env && *env ? isa_from_name(env) : -1;
     isa_cur = want >= 0 && isa_supported(want) ? want : isa_best;
@@ -453,7 +458,7 @@ static const isa_ops ops_avx2 = {
 static const isa_ops *current_ops(void) {
     pthread_once(&isa_once, isa_init);
 #if QK_X86
-    if (isa_cur == ISA_AVX512) return &ops_avx512;
+    if (isa_cur == ISA_AVX512 || isa_cur == ISA_VNNI) return &ops_avx512; /* VNNI: fallback only */
     if (isa_cur == ISA_AVX2) return &ops_avx2;
 #endif
     return &ops_scalar;
@@ -500,6 +505,8 @@ static void qmatmul_fallback(float *y, const float *x, int T, const qview *v) {
 void cpu_qmatmul(float *y, const float *x, int T, const fm_mat *W) {
     const qview v = view_of(W);
     const isa_ops *ops = current_ops();
+    /* The integer path; without scratch memory, the exact AVX-512 one. */
+    if (isa_cur == ISA_VNNI && !fm_qvnni_matmul(y, x, T, v.q, v.s, v.b, v.rows, v.cols, v.bits, v.group)) return;
     const int L = ops->lanes, cpw = 32 / v.bits;
     const int nch = (v.wpr + L - 1) / L;
     const size_t n = (size_t)nch * L * cpw; /* padded row length in lane order (= cols when L = 1) */

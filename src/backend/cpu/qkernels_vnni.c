@@ -1,0 +1,431 @@
+/* Integer quantized matrix products with AVX-512 VNNI (see qkernels_vnni.h).
+ *
+ * Scheme. Each input vector (each token) is quantized to int8 in the weight's
+ * groups of G consecutive columns: amax_g = max |x| over the group, dx_g =
+ * amax_g/127, xq = rint(x · (127/amax_g)) in [-127, 127] (all zero when
+ * amax_g < FM_QVNNI_TINY); Σx_g is kept in float32 from the unquantized x and
+ * Σxq_g as an integer. The codes q (0 .. 2^bits − 1) are vpdpbusd's unsigned
+ * byte operand and xq its signed one, so isum_g = Σ q·xq is exact in int32.
+ * With m = 2^(bits−1), per row and group
+ *     y += s_g · (dx_g · isum_g + cs_g) + b_g · Σx_g,   cs_g = m · (Σx_g − dx_g · Σxq_g),
+ * which is s·dx·Σ(q − m)·xq + (b + s·m)·Σx: the integer product is centred on
+ * the middle of the group's range, so the rounding error of xq (|x − dx·xq| ≤
+ * dx/2) is weighted by |w − b − s·m| = |s|·|q − m| ≤ |s|·m rather than by
+ * |w − b| (up to twice as large), while the exact Σx carries the rest. Only
+ * float rounding separates the result from the same formula in exact
+ * arithmetic: the integer sums are exact, the float order of the per-group
+ * scaling is the kernels' own (tests/test_quant.c checks both bounds).
+ * Non-finite x give non-finite y (through Σx).
+ *
+ * Layout ("P order"). A chunk is 16 uint32 words (64 bytes) of a row, L =
+ * 16·(32/bits) codes; nk = 8/bits. Shifting the chunk right by k·bits and
+ * masking every byte with 2^bits − 1 gives sub-vector k (k < nk), whose byte j
+ * is code j·nk + k of the chunk. Byte j of a chunk position is byte 64·k + j in
+ * P order; activations are permuted once per call into P order (from natural
+ * order: a byte truncation per 16- or 32-bit element, no shuffles). Lane l
+ * (4 bytes) of every sub-vector covers the codes of word l, so it lies in one
+ * group; decode converts the 16 int32 lane sums of a chunk to float once per
+ * chunk (a chunk is one group or more for 4- and 2-bit, half of one for 8-bit
+ * group 128) and scales them by s·dx of each lane's group.
+ *
+ * Prefill (T ≥ 8) swaps the roles of the lanes: 16 tokens per vector. Every
+ * quad (4 bytes of one lane of one sub-vector: 4 codes of one group) of a
+ * row is broadcast to all lanes and multiplied with the same quad of 16
+ * tokens, so one vpdpbusd adds 4 codes × 16 tokens, and int32 sums are
+ * converted once per group, row and 16 tokens. The activations are laid out
+ * per 16 tokens in the order the kernel walks the quads (group, sub-vector,
+ * word), so they are read sequentially; a block of 4 rows is unpacked once
+ * into P-ordered bytes (8-bit rows are used as they are) and reused for all
+ * tokens, 4 rows × 32 tokens per register tile. */
+#include "backend/cpu/qkernels_vnni.h"
+
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+
+#include "core/dtype.h"
+
+#include <immintrin.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TV __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")))
+#define AINL __attribute__((always_inline)) inline
+
+int fm_qvnni_supported(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
+           __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+/* Shape of one product. */
+typedef struct {
+    int rows, cols, bits, group;
+    int cpw, nk, ng, wpr, nch, wpg; /* codes/word, sub-vectors/chunk, groups, words/row, chunks/row, words/group */
+    size_t np;                      /* codes of a row padded to whole chunks (= bytes in P order) */
+} shape;
+
+/* ---- activations -------------------------------------------------------- */
+
+/* Quantizes x[cols] into xn (natural order, cols bytes) and dx, cs, sx per group. */
+TV static void quant_token(const shape *sh, const float *x, int8_t *xn, float *dx, float *cs, float *sx) {
+    const int G = sh->group;
+    const float m = (float)(1 << (sh->bits - 1));
+    for (int g = 0; g < sh->ng; g++) {
+        const float *xg = x + (size_t)g * G;
+        __m512 a = _mm512_setzero_ps(), s = _mm512_setzero_ps();
+        for (int i = 0; i < G; i += 16) {
+            const __m512 v = _mm512_loadu_ps(xg + i);
+            a = _mm512_max_ps(a, _mm512_abs_ps(v));
+            s = _mm512_add_ps(s, v);
+        }
+        const float amax = _mm512_reduce_max_ps(a), d = amax / 127.0f;
+        const __m512 id = _mm512_set1_ps(amax >= FM_QVNNI_TINY ? 127.0f / amax : 0.0f);
+        const __m512i lo = _mm512_set1_epi32(-127);
+        __m512i qs = _mm512_setzero_si512();
+        for (int i = 0; i < G; i += 16) {
+            /* Non-finite x convert to INT_MIN; clamp (finite x give [-127, 127] already). */
+            const __m512i qi = _mm512_max_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xg + i), id)), lo);
+            qs = _mm512_add_epi32(qs, qi);
+            _mm_storeu_si128((__m128i *)(xn + (size_t)g * G + i), _mm512_cvtsepi32_epi8(qi));
+        }
+        const float sxg = _mm512_reduce_add_ps(s);
+        dx[g] = d;
+        sx[g] = sxg;
+        cs[g] = m * (sxg - d * (float)_mm512_reduce_add_epi32(qs));
+    }
+}
+
+/* xn (natural order, zero-padded to np) → xp (P order). */
+TV static void permute_token(const shape *sh, const int8_t *xn, int8_t *xp) {
+    if (sh->bits == 8) {
+        memcpy(xp, xn, sh->np);
+        return;
+    }
+    for (size_t c0 = 0; c0 < sh->np; c0 += (size_t)64 * sh->nk) {
+        const int8_t *in = xn + c0;
+        int8_t *out = xp + c0;
+        if (sh->bits == 4) {
+            for (int i = 0; i < 2; i++) {
+                const __m512i v = _mm512_loadu_si512(in + 64 * i);
+                _mm256_storeu_si256((__m256i *)(out + 32 * i), _mm512_cvtepi16_epi8(v));
+                _mm256_storeu_si256((__m256i *)(out + 64 + 32 * i), _mm512_cvtepi16_epi8(_mm512_srli_epi16(v, 8)));
+            }
+        } else {
+            for (int i = 0; i < 4; i++) {
+                const __m512i v = _mm512_loadu_si512(in + 64 * i);
+                _mm_storeu_si128((__m128i *)(out + 16 * i), _mm512_cvtepi32_epi8(v));
+                _mm_storeu_si128((__m128i *)(out + 64 + 16 * i), _mm512_cvtepi32_epi8(_mm512_srli_epi32(v, 8)));
+                _mm_storeu_si128((__m128i *)(out + 128 + 16 * i), _mm512_cvtepi32_epi8(_mm512_srli_epi32(v, 16)));
+                _mm_storeu_si128((__m128i *)(out + 192 + 16 * i), _mm512_cvtepi32_epi8(_mm512_srli_epi32(v, 24)));
+            }
+        }
+    }
+}
+
+/* ---- decode: one row, one token ----------------------------------------- */
+
+TV static AINL __m512 bf16x16(const uint16_t *p, int n) {
+    const __m256i h = n >= 16 ? _mm256_loadu_si256((const __m256i *)p)
+                              : _mm256_maskz_loadu_epi16((__mmask16)((1u << n) - 1u), p);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+TV static AINL __m512i words16(const uint32_t *q, int left) {
+    return left >= 16 ? _mm512_loadu_si512(q) : _mm512_maskz_loadu_epi32((__mmask16)((1u << left) - 1u), q);
+}
+
+/* Σ_c W[c]·x[c] for one row and one quantized token (xp, dx, cs, sx);
+ * sf: scratch of ng + 16 floats. */
+TV static AINL float row_vnni(const shape *sh, const uint32_t *q, const uint16_t *s16, const uint16_t *b16,
+                              const int8_t *xp, const float *dx, const float *cs, const float *sx, float *sf,
+                              const int bits) {
+    const int nk = 8 / bits, cpw = 32 / bits, ng = sh->ng, G = sh->group, wpr = sh->wpr;
+    __m512 fb = _mm512_setzero_ps();
+    for (int g = 0; g < ng; g += 16) {
+        const int n = ng - g < 16 ? ng - g : 16;
+        const __mmask16 mk = (__mmask16)(n >= 16 ? 0xffffu : (1u << n) - 1u);
+        const __m512 s = bf16x16(s16 + g, n), b = bf16x16(b16 + g, n);
+        _mm512_storeu_ps(sf + g, _mm512_mul_ps(s, _mm512_maskz_loadu_ps(mk, dx + g)));
+        fb = _mm512_fmadd_ps(s, _mm512_maskz_loadu_ps(mk, cs + g), fb);
+        fb = _mm512_fmadd_ps(b, _mm512_maskz_loadu_ps(mk, sx + g), fb);
+    }
+    _mm512_storeu_ps(sf + ng, _mm512_setzero_ps());
+    int idx[16];
+    for (int l = 0; l < 16; l++) idx[l] = l * cpw / G;
+    const __m512i lg = _mm512_loadu_si512(idx);
+    const __m512i cm = _mm512_set1_epi8((char)((1 << bits) - 1));
+    __m512 f0 = _mm512_setzero_ps(), f1 = _mm512_setzero_ps();
+    for (int w = 0, ch = 0; w < wpr; w += 16, ch++) {
+        const __m512i v = words16(q + w, wpr - w);
+        const int8_t *xc = xp + (size_t)ch * 64 * nk;
+        __m512i ia = _mm512_setzero_si512();
+        if (bits == 8) {
+            ia = _mm512_dpbusd_epi32(ia, v, _mm512_loadu_si512(xc));
+        } else {
+            for (int k = 0; k < nk; k++) {
+                const __m512i c = _mm512_and_si512(k ? _mm512_srli_epi32(v, k * bits) : v, cm);
+                ia = _mm512_dpbusd_epi32(ia, c, _mm512_loadu_si512(xc + 64 * k));
+            }
+        }
+        const __m512 sc = _mm512_permutexvar_ps(lg, _mm512_loadu_ps(sf + w * cpw / G));
+        if (ch & 1) f1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia), sc, f1);
+        else f0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia), sc, f0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(f0, f1)) + _mm512_reduce_add_ps(fb);
+}
+
+/* ---- prefill: 4 rows × all tokens --------------------------------------- */
+
+/* Row r of the block unpacked into P order (8-bit rows are already). */
+TV static AINL void unpack_row(const shape *sh, const uint32_t *q, uint8_t *ub, const int bits) {
+    const int nk = 8 / bits;
+    const __m512i cm = _mm512_set1_epi8((char)((1 << bits) - 1));
+    for (int w = 0, ch = 0; w < sh->wpr; w += 16, ch++) {
+        const __m512i v = words16(q + w, sh->wpr - w);
+        for (int k = 0; k < nk; k++)
+            _mm512_storeu_si512(ub + (size_t)ch * 64 * nk + 64 * k,
+                                _mm512_and_si512(k ? _mm512_srli_epi32(v, k * bits) : v, cm));
+    }
+}
+
+static AINL int32_t ld32(const uint8_t *p) {
+    int32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* Byte offset in P order of the quad of word w, sub-vector k. */
+static AINL size_t quad_off(int w, int k, int nk) { return (size_t)(w >> 4) * 64 * nk + (size_t)k * 64 + (size_t)(w & 15) * 4; }
+
+/* Activations of the prefill: per 16 tokens ("token vector"), xT holds
+ * cols/4 quads × 16 tokens × 4 bytes in walking order, and dxT, csT, sxT
+ * ng × 16 floats (token lanes; padding tokens are zero). */
+typedef struct {
+    const int8_t *xT;
+    const float *dxT, *csT, *sxT;
+    int ntv;
+} tokvecs;
+
+#define DP2(i0, i1, w)                                                                                              \
+    do {                                                                                                            \
+        const __m512i wb_ = _mm512_set1_epi32(w);                                                                   \
+        i0 = _mm512_dpbusd_epi32(i0, wb_, x0);                                                                      \
+        i1 = _mm512_dpbusd_epi32(i1, wb_, x1);                                                                      \
+    } while (0)
+
+#define FIN(f, ia, d, c, sxv, s, b)                                                                                 \
+    f = _mm512_fmadd_ps(_mm512_fmadd_ps(_mm512_cvtepi32_ps(ia), d, c), _mm512_set1_ps(s), f);                       \
+    f = _mm512_fmadd_ps(sxv, _mm512_set1_ps(b), f)
+
+/* y[t, r + j] for j < nr rows (P-ordered bytes ub[j], f32 scales sf[j·ng ..]
+ * and biases bf[j·ng ..]) and all T tokens. */
+TV static void tile_vnni(const shape *sh, const uint8_t *const ub[4], int nr, const float *sf, const float *bf,
+                         const tokvecs *tv, int T, float *y, int r) {
+    const int ng = sh->ng, G = sh->group, nk = sh->nk, wpg = sh->wpg, rows = sh->rows;
+    const uint8_t *u0 = ub[0], *u1 = ub[nr > 1 ? 1 : 0], *u2 = ub[nr > 2 ? 2 : 0], *u3 = ub[nr > 3 ? 3 : 0];
+    const float *s0 = sf, *s1 = sf + (nr > 1 ? ng : 0), *s2 = sf + (nr > 2 ? 2 * ng : 0), *s3 = sf + (nr > 3 ? 3 * ng : 0);
+    const float *b0 = bf, *b1 = bf + (nr > 1 ? ng : 0), *b2 = bf + (nr > 2 ? 2 * ng : 0), *b3 = bf + (nr > 3 ? 3 * ng : 0);
+    const size_t vstride = (size_t)sh->cols * 16; /* bytes of xT per token vector */
+    for (int v = 0; v < tv->ntv; v += 2) {
+        const int v1 = v + 1 < tv->ntv ? v + 1 : v;
+        const int8_t *xa = tv->xT + (size_t)v * vstride, *xb = tv->xT + (size_t)v1 * vstride;
+        __m512 f00 = _mm512_setzero_ps(), f01 = f00, f10 = f00, f11 = f00, f20 = f00, f21 = f00, f30 = f00, f31 = f00;
+        for (int g = 0; g < ng; g++) {
+            __m512i i00 = _mm512_setzero_si512(), i01 = i00, i10 = i00, i11 = i00, i20 = i00, i21 = i00, i30 = i00,
+                    i31 = i00;
+            const int w0 = g * wpg;
+            size_t n = (size_t)g * (G / 4) * 64;
+            for (int k = 0; k < nk; k++) {
+                const size_t base = quad_off(w0, k, nk);
+                for (int li = 0; li < wpg; li++, n += 64) {
+                    const size_t o = base + 4 * (size_t)li;
+                    const __m512i x0 = _mm512_loadu_si512(xa + n), x1 = _mm512_loadu_si512(xb + n);
+                    DP2(i00, i01, ld32(u0 + o));
+                    DP2(i10, i11, ld32(u1 + o));
+                    DP2(i20, i21, ld32(u2 + o));
+                    DP2(i30, i31, ld32(u3 + o));
+                }
+            }
+            const size_t ga = ((size_t)v * ng + g) * 16, gb = ((size_t)v1 * ng + g) * 16;
+            const __m512 da = _mm512_loadu_ps(tv->dxT + ga), ca = _mm512_loadu_ps(tv->csT + ga),
+                         sa = _mm512_loadu_ps(tv->sxT + ga);
+            const __m512 db = _mm512_loadu_ps(tv->dxT + gb), cb = _mm512_loadu_ps(tv->csT + gb),
+                         sb = _mm512_loadu_ps(tv->sxT + gb);
+            FIN(f00, i00, da, ca, sa, s0[g], b0[g]);
+            FIN(f01, i01, db, cb, sb, s0[g], b0[g]);
+            FIN(f10, i10, da, ca, sa, s1[g], b1[g]);
+            FIN(f11, i11, db, cb, sb, s1[g], b1[g]);
+            FIN(f20, i20, da, ca, sa, s2[g], b2[g]);
+            FIN(f21, i21, db, cb, sb, s2[g], b2[g]);
+            FIN(f30, i30, da, ca, sa, s3[g], b3[g]);
+            FIN(f31, i31, db, cb, sb, s3[g], b3[g]);
+        }
+        float out[4][2][16];
+        _mm512_storeu_ps(out[0][0], f00);
+        _mm512_storeu_ps(out[0][1], f01);
+        _mm512_storeu_ps(out[1][0], f10);
+        _mm512_storeu_ps(out[1][1], f11);
+        _mm512_storeu_ps(out[2][0], f20);
+        _mm512_storeu_ps(out[2][1], f21);
+        _mm512_storeu_ps(out[3][0], f30);
+        _mm512_storeu_ps(out[3][1], f31);
+        for (int h = 0; h < (v1 > v ? 2 : 1); h++)
+            for (int l = 0; l < 16; l++) {
+                const int t = (v + h) * 16 + l;
+                if (t >= T) break;
+                for (int j = 0; j < nr; j++) y[(size_t)t * rows + r + j] = out[j][h][l];
+            }
+    }
+}
+
+/* ---- drivers ------------------------------------------------------------ */
+
+#define ROW_FN(B)                                                                                                   \
+    TV static float row_vnni_##B(const shape *sh, const uint32_t *q, const uint16_t *s16, const uint16_t *b16,      \
+                                 const int8_t *xp, const float *dx, const float *cs, const float *sx, float *sf) {  \
+        return row_vnni(sh, q, s16, b16, xp, dx, cs, sx, sf, B);                                                    \
+    }                                                                                                               \
+    TV static void unpack_row_##B(const shape *sh, const uint32_t *q, uint8_t *ub) { unpack_row(sh, q, ub, B); }
+ROW_FN(2)
+ROW_FN(4)
+ROW_FN(8)
+
+static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+/* Per-token activations in P order: xp [T][np], dx, cs, sx [T][ng]. */
+typedef struct {
+    int8_t *xp;
+    float *dx, *cs, *sx;
+} tokens;
+
+/* Builds the per-16-token layout of the prefill from the per-token one. */
+TV static void build_tokvecs(const shape *sh, const tokens *tk, int T, int v, int8_t *xT, float *dxT, float *csT,
+                             float *sxT) {
+    const int ng = sh->ng, nk = sh->nk, wpg = sh->wpg;
+    int8_t *o = xT + (size_t)v * sh->cols * 16;
+    const int nt = T - v * 16 < 16 ? T - v * 16 : 16;
+    for (int g = 0; g < ng; g++)
+        for (int k = 0; k < nk; k++)
+            for (int li = 0; li < wpg; li++, o += 64) {
+                const size_t off = quad_off(g * wpg + li, k, nk);
+                memset(o, 0, 64);
+                for (int l = 0; l < nt; l++) memcpy(o + 4 * l, tk->xp + (size_t)(v * 16 + l) * sh->np + off, 4);
+            }
+    for (int g = 0; g < ng; g++) {
+        const size_t a = ((size_t)v * ng + g) * 16;
+        for (int l = 0; l < 16; l++) {
+            const size_t t = (size_t)(v * 16 + l) * ng + g;
+            dxT[a + l] = l < nt ? tk->dx[t] : 0.0f;
+            csT[a + l] = l < nt ? tk->cs[t] : 0.0f;
+            sxT[a + l] = l < nt ? tk->sx[t] : 0.0f;
+        }
+    }
+}
+
+int fm_qvnni_matmul(float *y, const float *x, int T, const uint32_t *q, const uint16_t *scales,
+                    const uint16_t *biases, int rows, int cols, int bits, int group) {
+    if (!fm_qvnni_supported() || (bits != 2 && bits != 4 && bits != 8) || T < 1) return -1;
+    shape sh = {.rows = rows, .cols = cols, .bits = bits, .group = group};
+    sh.cpw = 32 / bits;
+    sh.nk = 8 / bits;
+    sh.ng = cols / group;
+    sh.wpr = (int)((size_t)cols * bits / 32);
+    sh.nch = (sh.wpr + 15) / 16;
+    sh.wpg = group / sh.cpw;
+    sh.np = (size_t)sh.nch * 64 * sh.nk;
+    const int ng = sh.ng;
+    const int prefill = T >= 8;
+    const int threads = (prefill ? rows >= 16 : (size_t)rows * T >= 64) ? omp_get_max_threads() : 1;
+    const int ntv = (T + 15) / 16;
+
+    /* One allocation: tokens, per-thread scratch, prefill layout. */
+    const size_t sz_xp = align64((size_t)T * sh.np), sz_tf = align64((size_t)T * ng * sizeof(float));
+    const size_t sz_xn = align64(sh.np), sz_sf = align64(((size_t)4 * ng + 16) * sizeof(float));
+    const size_t sz_ub = prefill && bits != 8 ? align64(4 * sh.np) : 0;
+    const size_t per_thread = sz_xn + 2 * sz_sf + sz_ub;
+    const size_t sz_xT = prefill ? align64((size_t)ntv * cols * 16) : 0;
+    const size_t sz_vf = prefill ? align64((size_t)ntv * ng * 16 * sizeof(float)) : 0;
+    const size_t total = sz_xp + 3 * sz_tf + (size_t)threads * per_thread + sz_xT + 3 * sz_vf;
+    char *mem = aligned_alloc(64, total);
+    if (!mem) return -1;
+    char *p = mem;
+    tokens tk;
+    tk.xp = (int8_t *)p, p += sz_xp;
+    tk.dx = (float *)p, p += sz_tf;
+    tk.cs = (float *)p, p += sz_tf;
+    tk.sx = (float *)p, p += sz_tf;
+    char *thr = p;
+    p += (size_t)threads * per_thread;
+    int8_t *xT = (int8_t *)p;
+    p += sz_xT;
+    float *dxT = (float *)p, *csT = (float *)(p + sz_vf), *sxT = (float *)(p + 2 * sz_vf);
+
+    float (*row)(const shape *, const uint32_t *, const uint16_t *, const uint16_t *, const int8_t *, const float *,
+                 const float *, const float *, float *) = bits == 2 ? row_vnni_2 : bits == 4 ? row_vnni_4 : row_vnni_8;
+    void (*unpack)(const shape *, const uint32_t *, uint8_t *) =
+        bits == 2 ? unpack_row_2 : bits == 4 ? unpack_row_4 : unpack_row_8;
+    const size_t wpr = (size_t)sh.wpr;
+
+#pragma omp parallel num_threads(threads)
+    {
+        char *mine = thr + (size_t)omp_get_thread_num() * per_thread;
+        int8_t *xn = (int8_t *)mine;
+        float *sf = (float *)(mine + sz_xn), *bf = (float *)(mine + sz_xn + sz_sf);
+        uint8_t *ub = (uint8_t *)(mine + sz_xn + 2 * sz_sf);
+        memset(xn + cols, 0, sh.np - (size_t)cols);
+#pragma omp for schedule(static)
+        for (int t = 0; t < T; t++) {
+            quant_token(&sh, x + (size_t)t * cols, xn, tk.dx + (size_t)t * ng, tk.cs + (size_t)t * ng,
+                        tk.sx + (size_t)t * ng);
+            permute_token(&sh, xn, tk.xp + (size_t)t * sh.np);
+        }
+        if (!prefill) {
+#pragma omp for schedule(static)
+            for (int r = 0; r < rows; r++)
+                for (int t = 0; t < T; t++)
+                    y[(size_t)t * rows + r] =
+                        row(&sh, q + (size_t)r * wpr, scales + (size_t)r * ng, biases + (size_t)r * ng,
+                            tk.xp + (size_t)t * sh.np, tk.dx + (size_t)t * ng, tk.cs + (size_t)t * ng,
+                            tk.sx + (size_t)t * ng, sf);
+        } else {
+#pragma omp for schedule(static)
+            for (int v = 0; v < ntv; v++) build_tokvecs(&sh, &tk, T, v, xT, dxT, csT, sxT);
+            const tokvecs tvs = {.xT = xT, .dxT = dxT, .csT = csT, .sxT = sxT, .ntv = ntv};
+            const int blocks = (rows + 3) / 4;
+#pragma omp for schedule(static)
+            for (int blk = 0; blk < blocks; blk++) {
+                const int r = blk * 4, nr = rows - r < 4 ? rows - r : 4;
+                const uint8_t *ubs[4] = {NULL, NULL, NULL, NULL};
+                for (int j = 0; j < nr; j++) {
+                    const uint32_t *qr = q + (size_t)(r + j) * wpr;
+                    if (bits == 8) {
+                        ubs[j] = (const uint8_t *)qr;
+                    } else {
+                        ubs[j] = ub + (size_t)j * sh.np;
+                        unpack(&sh, qr, ub + (size_t)j * sh.np);
+                    }
+                    for (int g = 0; g < ng; g++) {
+                        sf[(size_t)j * ng + g] = fm_bf16_to_f32(scales[(size_t)(r + j) * ng + g]);
+                        bf[(size_t)j * ng + g] = fm_bf16_to_f32(biases[(size_t)(r + j) * ng + g]);
+                    }
+                }
+                tile_vnni(&sh, ubs, nr, sf, bf, &tvs, T, y, r);
+            }
+        }
+    }
+    free(mem);
+    return 0;
+}
+
+#else /* no x86 GNU C: no VNNI path */
+
+int fm_qvnni_supported(void) { return 0; }
+
+int fm_qvnni_matmul(float *y, const float *x, int T, const uint32_t *q, const uint16_t *scales,
+                    const uint16_t *biases, int rows, int cols, int bits, int group) {
+    (void)y, (void)x, (void)T, (void)q, (void)scales, (void)biases, (void)rows, (void)cols, (void)bits, (void)group;
+    return -1;
+}
+
+#endif
