@@ -116,7 +116,7 @@ got=$($FM generate -m "$TMP/p16" --ids "$qids" -n 24 --greedy --cache ram --io u
     not_ok "packed bf16 generate" "got:  $got
 want: $want"
 $FM convert "$Q" "$TMP/p8" --bits 8 --quiet && $FM score -m "$TMP/p8" --ids "$qids" -o "$TMP/l_p8" &&
-    out=$($REF compare "$TMP/l_p8" "$QREF" logits 0.05) && ok "8-bit experts: logits within 0.05 ($out)" ||
+    out=$($REF compare "$TMP/l_p8" "$QREF" logits 0.08) && ok "8-bit experts and dense: logits within 0.08 ($out)" ||
     not_ok "8-bit experts close to the reference" "${out:-}"
 if out=$($FM info -m "$TMP/p8") && grep -q "packed         experts at 8 bits" <<<"$out"; then ok "info shows packed experts"; else
     not_ok "info shows packed experts" "$out"; fi
