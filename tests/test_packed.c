@@ -18,6 +18,8 @@
  *     same files; 8-bit read directly: rel L2 ≤ 0.08, top-1 ≥ 80%; packed at
  *     the same bits (codes copied) = the MLX checkpoint read directly, bit for
  *     bit
+ *   - an F32 copy of a BF16 checkpoint: the same logits, and the same 4-bit
+ *     experts when converted
  *   - a full disk during convert: a clear error, no manifest; the rerun resumes
  *     and yields the same model
  *   - corrupt, truncated and missing files, checksum mismatches, injected read
@@ -507,6 +509,83 @@ static void test_read_errors(void **state) {
     free_result(&want);
 }
 
+/* dst = src with every BF16 tensor widened to F32 (exactly), config files copied. */
+static void make_f32_copy(const char *src, const char *dst) {
+    char path[1300];
+    mkdir(dst, 0755);
+    const char *copies[] = {"config.json", "generation_config.json"};
+    for (int i = 0; i < 2; i++) {
+        char cmd[2800];
+        snprintf(cmd, sizeof cmd, "cp '%s/%s' '%s/'", src, copies[i], dst);
+        assert_int_equal(system(cmd), 0);
+    }
+    snprintf(path, sizeof path, "%s/model.safetensors", src);
+    st_file *f;
+    if (st_file_open(path, &f) != FM_OK) fail_msg("%s", fm_last_error());
+    st_tensor *ts = calloc((size_t)f->n_tensors, sizeof *ts);
+    uint64_t at = 0;
+    for (int i = 0; i < f->n_tensors; i++) {
+        ts[i] = f->tensors[i];
+        if (ts[i].dtype == FM_DTYPE_BF16) {
+            ts[i].dtype = FM_DTYPE_F32;
+            ts[i].nbytes *= 2;
+        }
+        ts[i].offset = at;
+        at += (ts[i].nbytes + 63) / 64 * 64;
+    }
+    size_t head_len;
+    char *head = st_header_build(ts, f->n_tensors, "test", &head_len);
+    snprintf(path, sizeof path, "%s/model.safetensors", dst);
+    FILE *out = fopen(path, "wb");
+    assert_non_null(out);
+    fwrite(head, 1, head_len, out);
+    for (int i = 0; i < f->n_tensors; i++) {
+        const st_tensor *t = &f->tensors[i];
+        char *buf = calloc(1, (size_t)(ts[i].nbytes + 64));
+        if (t->dtype == FM_DTYPE_BF16) fm_dtype_to_f32((float *)buf, t->data, t->dtype, st_tensor_numel(t));
+        else memcpy(buf, t->data, t->nbytes);
+        fwrite(buf, 1, (size_t)((ts[i].nbytes + 63) / 64 * 64), out);
+        free(buf);
+    }
+    assert_int_equal(fclose(out), 0);
+    free(head);
+    free(ts);
+    st_file_close(f);
+}
+
+static int same_file(const char *a, const char *b) {
+    size_t la, lb;
+    char *x = slurp(a, &la), *y = slurp(b, &lb);
+    int same = la == lb && memcmp(x, y, la) == 0;
+    free(x);
+    free(y);
+    return same;
+}
+
+/* An F32 checkpoint holding the same values as a BF16 one: the same logits,
+ * and the same quantized experts. */
+static void test_convert_from_f32(void **state) {
+    (void)state;
+    char src[1100], f32[1100], dst[1100], a[1300], b[1300];
+    fixture_dir(src, sizeof src, "qwen3moe");
+    path_in(f32, sizeof f32, "qwen3moe-f32");
+    make_f32_copy(src, f32);
+    path_in(dst, sizeof dst, "qwen3moe-f32-4");
+    fm_convert_options o = {.bits = 4};
+    assert_int_equal(fm_convert(f32, dst, &o), FM_OK);
+    snprintf(a, sizeof a, "%s/experts/layer_001.bin", dst);
+    snprintf(b, sizeof b, "%s/experts/layer_001.bin", packed("qwen3moe", 4));
+    assert_true(same_file(a, b));
+    run_result r16 = run_model(src, NULL, "qwen3moe"), r32 = run_model(f32, NULL, "qwen3moe");
+    assert_identical("qwen3moe F32 copy vs BF16 checkpoint", &r16, &r32);
+    run_result p = run_model(dst, NULL, "qwen3moe"), q = run_model(packed("qwen3moe", 4), NULL, "qwen3moe");
+    assert_identical("4-bit packed from F32 vs from BF16", &p, &q);
+    free_result(&r16);
+    free_result(&r32);
+    free_result(&p);
+    free_result(&q);
+}
+
 static void test_convert_bad_input(void **state) {
     (void)state;
     char src[1100], dst[1100], bad[1100], file[2600];
@@ -541,6 +620,7 @@ int main(void) {
         cmocka_unit_test(test_disk_full_then_resume),
         cmocka_unit_test(test_corrupt_packed_models),
         cmocka_unit_test(test_read_errors),
+        cmocka_unit_test(test_convert_from_f32),
         cmocka_unit_test(test_convert_bad_input),
     };
     return cmocka_run_group_tests_name("packed", tests, setup, teardown);
