@@ -23,7 +23,8 @@ stream() {
         echo "run_bench --stream: $free GB free under build/, need about $need GB (STREAM_LAYERS=$layers)" >&2
         exit 1
     fi
-    [ -f $big/flashmoe.json ] || $B/synth_packed $big --layers "$layers"
+    # Dense matrices at 8 bits, as flashmoe convert writes them by default.
+    [ -f $big/flashmoe.json ] || $B/synth_packed $big --layers "$layers" --dense-bits 8
     echo "== (a) RAM cache, 8 GB memory budget, pread pool"
     $B/bench_stream -m $big --cache ram --memory-budget 8G
     echo "== (b) OS page cache"
@@ -32,8 +33,10 @@ stream() {
     $B/bench_stream -m $big --cache ram --memory-budget 8G --io uring
     echo "== (d) as (a) with 4 experts per token"
     $B/bench_stream -m $big --cache ram --memory-budget 8G --experts 4
+    echo "== (f) as (a), a 256-token prompt (one micro-batch: each expert read once for all 256)"
+    $B/bench_stream -m $big --cache ram --memory-budget 8G -p 256 -n 4
     [ "${KEEP:-0}" = 1 ] || rm -rf $big
-    [ -f $small/flashmoe.json ] || $B/synth_packed $small --layers 4
+    [ -f $small/flashmoe.json ] || $B/synth_packed $small --layers 4 --dense-bits 8
     echo "== (e) 4 layers, every expert preloaded into RAM (compute-bound)"
     $B/bench_stream -m $small --preload --cache-size 15G
     [ "${KEEP:-0}" = 1 ] || rm -rf $small
