@@ -255,7 +255,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_stream: %s/experts holds no layer files: not a packed model\n", dir);
         return 1;
     }
-    const char *cache_name = mo.cache == FM_EXPERT_CACHE_RAM ? (mo.preload ? "ram, preloaded" : "ram (O_DIRECT misses)")
+    const char *cache_name = mo.cache != FM_EXPERT_CACHE_OS ? (mo.preload ? "ram, preloaded" : "ram (O_DIRECT misses)")
                                                              : (mo.direct_io ? "os, O_DIRECT" : "os (page cache)");
     printf("flashmoe streamed-expert decode benchmark\n");
     printf("  %-26s %s\n", "model", dir);

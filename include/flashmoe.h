@@ -33,8 +33,9 @@ const char *fm_status_name(fm_status status);
 typedef struct fm_model fm_model;
 
 typedef enum {
-    FM_EXPERT_CACHE_OS,  /* trust the OS page cache: buffered reads into a few buffers */
-    FM_EXPERT_CACHE_RAM, /* flashmoe's own cache of experts (recency + frequency), O_DIRECT misses */
+    FM_EXPERT_CACHE_DEFAULT, /* FM_EXPERT_CACHE_RAM */
+    FM_EXPERT_CACHE_OS,      /* trust the OS page cache: buffered reads into a few buffers */
+    FM_EXPERT_CACHE_RAM,     /* flashmoe's own cache of experts (recency + frequency), O_DIRECT misses */
 } fm_expert_cache;
 
 typedef struct {
@@ -45,8 +46,8 @@ typedef struct {
     int io_threads;          /* pread pool size; 0 = default */
     int direct_io;           /* O_DIRECT reads with the OS cache policy too */
     fm_expert_cache cache;
-    uint64_t cache_bytes;    /* RAM cache budget; 0 = from memory_budget, else all experts that fit in
-                                half the available memory */
+    uint64_t cache_bytes;    /* RAM cache budget; 0 = from memory_budget, else half the available
+                                memory (MemAvailable), at most all experts */
     uint64_t memory_budget;  /* bytes the whole engine may use (dense weights, cache, buffers); 0 = none */
     int preload;             /* read every expert into the RAM cache at open (all in RAM) */
     int verify;              /* check the checksum of every expert read */

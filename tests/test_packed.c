@@ -2,9 +2,9 @@
  * bundled fixtures (transformers' float32 references in reference.safetensors):
  *   - bf16 packed (--bits 16) = the checkpoint, bit for bit, for every
  *     architecture and expert layout (per-expert, fused), with --experts K too
- *   - streaming (OS page cache, pread or io_uring, O_DIRECT) and all in RAM
- *     (preloaded RAM cache), and a RAM cache too small for one layer: logits
- *     bit-identical
+ *   - streaming (OS page cache or the RAM cache, pread or io_uring, O_DIRECT)
+ *     and all in RAM (preloaded RAM cache), and a RAM cache too small for one
+ *     layer: logits bit-identical
  *   - 8-bit experts: logits relative L2 ≤ 0.05 of transformers' reference and
  *     top-1 agreement ≥ 90% over prompt + continuation (measured 0.018-0.030 /
  *     95-97% for qwen35moe, 0.032-0.039 / 94-95% for qwen3next, exact float and
@@ -213,9 +213,11 @@ static void test_streaming_equals_all_in_ram(void **state) {
         const char *label;
         fm_model_options o;
     } modes[] = {
-        {"os cache, pread, O_DIRECT", {.direct_io = 1}},
-        {"os cache, io_uring", {.io_uring = 1}},
-        {"os cache, io_uring, O_DIRECT, verify", {.io_uring = 1, .direct_io = 1, .verify = 1}},
+        {"os cache, pread", {.cache = FM_EXPERT_CACHE_OS}},
+        {"os cache, pread, O_DIRECT", {.cache = FM_EXPERT_CACHE_OS, .direct_io = 1}},
+        {"os cache, io_uring", {.cache = FM_EXPERT_CACHE_OS, .io_uring = 1}},
+        {"os cache, io_uring, O_DIRECT, verify", {.cache = FM_EXPERT_CACHE_OS, .io_uring = 1, .direct_io = 1, .verify = 1}},
+        {"ram cache (default), io_uring, verify", {.io_uring = 1, .verify = 1}},
         {"ram cache preloaded (all in RAM)", {.cache = FM_EXPERT_CACHE_RAM, .preload = 1}},
         {"ram cache of 3 experts, pread", {.cache = FM_EXPERT_CACHE_RAM, .cache_bytes = 3 * 12288}},
         {"ram cache of 20 experts, io_uring", {.cache = FM_EXPERT_CACHE_RAM, .cache_bytes = 20 * 12288, .io_uring = 1}},
@@ -486,16 +488,17 @@ static void test_read_errors(void **state) {
     const char *dir = packed("qwen35moe", 4);
     run_result want = run_model(dir, NULL, "qwen35moe");
     for (int uring = 0; uring < 2; uring++)
-        for (int kind = 0; kind < 2; kind++) {
-            fm_model_options o = {.io_uring = uring};
+        for (int kind = 0; kind < 4; kind++) {
+            fm_model_options o = {.io_uring = uring, .cache = kind < 2 ? FM_EXPERT_CACHE_OS : FM_EXPERT_CACHE_RAM};
             fm_model *m;
             assert_int_equal(fm_model_open(dir, &o, &m), FM_OK);
             fm_session *s;
             assert_int_equal(fm_session_new(m, NULL, &s), FM_OK);
-            fm_fault_arm(FM_FAULT_READ, 5, kind ? EIO : 0);
+            fm_fault_arm(FM_FAULT_READ, 5, kind & 1 ? EIO : 0);
             fm_status st = fm_session_eval(s, want.ids, 8, FM_LOGITS_NONE, NULL);
             fm_fault_disarm();
-            printf("  %s, %s: %s\n", uring ? "io_uring" : "pread", kind ? "EIO" : "short read", fm_last_error());
+            printf("  %s, %s cache, %s: %s\n", uring ? "io_uring" : "pread", kind < 2 ? "os" : "ram",
+                   kind & 1 ? "EIO" : "short read", fm_last_error());
             assert_int_equal(st, FM_ERR_IO);
             assert_non_null(strstr(fm_last_error(), "experts/layer_"));
             assert_int_equal(fm_session_position(s), 0); /* reset, not half-advanced */

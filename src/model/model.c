@@ -95,6 +95,19 @@ static void fill_info(fm_model *m) {
     in->bytes_per_token = in->bytes_active - (c->tie_word_embeddings ? 0 : row * (uint64_t)c->vocab_size - row);
 }
 
+/* MemAvailable (free memory plus what the kernel can reclaim), 1 GiB if unknown. */
+static uint64_t available_memory(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    unsigned long long kb = 0;
+    char line[256];
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
+    if (f) fclose(f);
+    if (kb) return (uint64_t)kb * 1024;
+    struct sysinfo si;
+    return sysinfo(&si) == 0 ? (uint64_t)si.freeram * si.mem_unit : (1ull << 30);
+}
+
 /* Checks the manifest against the config, counts the experts for `info` and
  * opens the store the routed experts will be read through. */
 static fm_status open_expert_store(fm_model *m, const char *dir, const fm_model_options *opt) {
@@ -134,15 +147,15 @@ static fm_status open_expert_store(fm_model *m, const char *dir, const fm_model_
         store_options so = {
             .engine = opt && opt->io_uring ? FM_IO_URING : FM_IO_PREAD,
             .direct = opt && opt->direct_io,
-            .cache = opt && opt->cache == FM_EXPERT_CACHE_RAM ? FM_CACHE_RAM : FM_CACHE_OS,
+            .cache = opt && opt->cache == FM_EXPERT_CACHE_OS ? FM_CACHE_OS : FM_CACHE_RAM,
             .io_threads = opt ? opt->io_threads : 0,
             .verify = opt && opt->verify,
         };
         uint64_t all = (uint64_t)p->n_layers * c->n_experts * lay->stride;
         if (so.cache == FM_CACHE_RAM) {
-            if (opt->cache_bytes) {
+            if (opt && opt->cache_bytes) {
                 so.cache_bytes = opt->cache_bytes;
-            } else if (opt->memory_budget) {
+            } else if (opt && opt->memory_budget) {
                 /* Dense weights are mapped and will be resident; the store's
                  * in-flight buffers, a session's scratch and 128 MiB for the rest
                  * (program, threads, KV cache) come off the budget too. */
@@ -156,9 +169,7 @@ static fm_status open_expert_store(fm_model *m, const char *dir, const fm_model_
                 else
                     so.cache_bytes = opt->memory_budget - reserved;
             } else {
-                struct sysinfo si;
-                uint64_t half = sysinfo(&si) == 0 ? (uint64_t)si.freeram * si.mem_unit / 2 : (1ull << 30);
-                so.cache_bytes = half;
+                so.cache_bytes = available_memory() / 2;
             }
             if (so.cache_bytes > all) so.cache_bytes = all;
         }
