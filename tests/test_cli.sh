@@ -161,6 +161,32 @@ expect_fail "--verify-reads finds it while running" "checksum mismatch" \
 truncate -s 5000 "$TMP/bad/experts/layer_001.bin"
 expect_fail "truncated expert file" "layer_001.bin: truncated" $FM info -m "$TMP/bad"
 
+# A conversion killed midway (SIGKILL after the first layer's experts are done)
+# resumes: the rerun skips what was finished and writes the same model.
+$BUILD/bench/synth_model "$TMP/big" --layers 8 --experts 32 --top-k 4 --hidden 1024 --expert-ffn 512 \
+    --vocab 4096 >/dev/null 2>&1
+$FM convert "$TMP/big" "$TMP/big-once" --bits 4 --quiet
+$FM convert "$TMP/big" "$TMP/big-killed" --bits 4 --quiet &
+pid=$!
+for _ in $(seq 1 500); do
+    [ -e "$TMP/big-killed/experts/layer_000.bin.xxh3" ] && break
+    sleep 0.01
+done
+kill -9 $pid 2>/dev/null
+wait $pid 2>/dev/null
+if [ -e "$TMP/big-killed/flashmoe.json" ]; then
+    not_ok "convert killed midway (it finished before the kill; the model is too small for this machine)"
+else
+    done_before=$(ls "$TMP/big-killed/experts" | grep -c 'bin$')
+    err=$($FM convert "$TMP/big" "$TMP/big-killed" --bits 4 2>&1)
+    if grep -q "packed model written" <<<"$err" && cmp -s "$TMP/big-once/flashmoe.json" "$TMP/big-killed/flashmoe.json" &&
+        [ -z "$(find "$TMP/big-killed" -name '*.tmp' -o -name '*.xxh3')" ]; then
+        ok "convert killed after $done_before layer file(s) resumes to the same model"
+    else
+        not_ok "resume after SIGKILL" "$err"
+    fi
+fi
+
 # ---- tokenize ------------------------------------------------------------
 TOK=$MODELS/../tokenizers/qwen3
 got=$($FM tokenize --tokenizer "$TOK" "Hello, world!")
