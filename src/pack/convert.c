@@ -476,8 +476,10 @@ fm_status fm_convert(const char *src, const char *dst, const fm_convert_options 
                         c.dense_bits);
     if (pack_is_packed(src)) return fm_error(FM_ERR_ARGUMENT, "%s is already a packed flashmoe model", src);
     char src_real[PATH_MAX], dst_real[PATH_MAX];
-    if (realpath(src, src_real) && realpath(dst, dst_real) && strcmp(src_real, dst_real) == 0)
+    if (!realpath(src, src_real)) return fm_error(FM_ERR_IO, "%s: %s", src, strerror(errno));
+    if (realpath(dst, dst_real) && strcmp(src_real, dst_real) == 0)
         return fm_error(FM_ERR_ARGUMENT, "source and destination are the same directory (%s)", src);
+    c.src = src_real; /* recorded in the state and the manifest: the same source however it is named */
 
     fm_model_options mo = {.n_threads = c.opt->n_threads};
     fm_status st = model_open_recording(src, &mo, &c.rec, &c.model);
@@ -488,7 +490,7 @@ fm_status fm_convert(const char *src, const char *dst, const fm_convert_options 
 
     int n_moe = 0;
     for (int i = 0; i < cfg->n_layers; i++) n_moe += cfg->layer_moe[i];
-    pack_manifest man = {.source = src_real[0] ? src_real : (char *)src, .n_experts = cfg->n_experts,
+    pack_manifest man = {.source = src_real, .n_experts = cfg->n_experts,
                          .layout = c.lay, .n_layers = 0};
     man.layers = calloc((size_t)n_moe + 1, sizeof *man.layers);
     char (*paths)[PATH_MAX] = calloc((size_t)n_moe + 1, sizeof *paths);
@@ -502,7 +504,10 @@ fm_status fm_convert(const char *src, const char *dst, const fm_convert_options 
     /* What is left to write, for the space check and the progress total. */
     uint64_t dense_src = 0, remaining = 0, layer_bytes = (uint64_t)cfg->n_experts * c.lay.stride;
     for (int i = 0; i < c.rec.n; i++) dense_src += c.rec.items[i].tensor->nbytes;
-    int dense_done = read_sidecar(dense_path, NULL, 2);
+    uint64_t dense_sum[2]; /* XXH3-64 and size of dense.safetensors */
+    struct stat sb;
+    int dense_done = read_sidecar(dense_path, dense_sum, 2) && stat(dense_path, &sb) == 0 &&
+                     (uint64_t)sb.st_size == dense_sum[1];
     if (!dense_done) remaining += dense_src;
     c.total = dense_src + (uint64_t)n_moe * layer_bytes;
     c.done = dense_done ? dense_src : 0;
@@ -519,7 +524,6 @@ fm_status fm_convert(const char *src, const char *dst, const fm_convert_options 
             goto free_man;
         }
         snprintf(pl->file, 32, "experts/layer_%03d.bin", i);
-        struct stat sb;
         layer_done[k - 1] = stat(paths[k - 1], &sb) == 0 && (uint64_t)sb.st_size == layer_bytes &&
                             read_sidecar(paths[k - 1], pl->checksums, cfg->n_experts);
         if (layer_done[k - 1])
@@ -531,14 +535,9 @@ fm_status fm_convert(const char *src, const char *dst, const fm_convert_options 
     progress(&c, "starting", 1);
 
     if ((st = copy_side_files(&c))) goto free_man;
-    uint64_t dense_sum[2];
-    if (dense_done) {
-        read_sidecar(dense_path, dense_sum, 2);
-    } else {
-        if ((st = write_dense(&c, dense_path, &dense_sum[0], &dense_sum[1])) ||
-            (st = write_sidecar(dense_path, dense_sum, 2)))
-            goto free_man;
-    }
+    if (!dense_done && ((st = write_dense(&c, dense_path, &dense_sum[0], &dense_sum[1])) ||
+                        (st = write_sidecar(dense_path, dense_sum, 2))))
+        goto free_man;
     man.dense_xxh3 = dense_sum[0];
     man.dense_bytes = dense_sum[1];
     for (int k = 0; k < man.n_layers; k++) {
