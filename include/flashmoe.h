@@ -49,7 +49,8 @@ typedef struct {
     uint64_t cache_bytes;    /* RAM cache budget; 0 = from memory_budget, else half the available
                                 memory (MemAvailable), at most all experts */
     uint64_t memory_budget;  /* bytes the whole engine may use (dense weights, cache, buffers); 0 = none */
-    int preload;             /* read every expert into the RAM cache at open (all in RAM) */
+    int preload;             /* read every expert into the RAM cache at open (all in RAM; the cache
+                                is sized for all of them unless a size or budget is given) */
     int verify;              /* check the checksum of every expert read */
 } fm_model_options;
 

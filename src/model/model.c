@@ -108,6 +108,39 @@ static uint64_t available_memory(void) {
     return sysinfo(&si) == 0 ? (uint64_t)si.freeram * si.mem_unit : (1ull << 30);
 }
 
+/* Bytes the RAM expert cache may hold: as given, or what the memory budget
+ * leaves, or all experts to preload them, or half the available memory; never
+ * more than all the experts. */
+static fm_status cache_budget(const fm_model *m, const fm_model_options *opt, uint64_t *out) {
+    const fm_config *c = &m->cfg;
+    const pack_expert_layout *lay = &m->pack->layout;
+    const uint64_t all = (uint64_t)m->pack->n_layers * c->n_experts * lay->stride;
+    const uint64_t available = available_memory();
+    uint64_t bytes = available / 2;
+    if (opt && opt->preload && !opt->cache_bytes && !opt->memory_budget) { /* all in RAM, if it fits */
+        if (all > available)
+            return fm_error(FM_ERR_ARGUMENT, "cannot preload %.2f GB of experts: %.2f GB of memory are available",
+                            all / 1e9, available / 1e9);
+        bytes = all;
+    } else if (opt && opt->cache_bytes) {
+        bytes = opt->cache_bytes;
+    } else if (opt && opt->memory_budget) {
+        /* Dense weights are mapped and will be resident; the store's in-flight
+         * buffers, a session's scratch and 128 MiB for the rest (program,
+         * threads, KV cache) come off the budget too. */
+        const uint64_t dense = m->ckpt->files[0]->map_size;
+        const uint64_t reserved = dense + (128ull << 20) + 16 * lay->stride + session_scratch_bytes(c, FM_UBATCH_STREAMED);
+        if (opt->memory_budget <= reserved + lay->stride * (uint64_t)c->n_experts_used)
+            return fm_error(FM_ERR_ARGUMENT,
+                            "memory budget of %.2f GB is too small: the dense weights (%.2f GB), buffers and scratch "
+                            "need %.2f GB, plus room for at least one layer's experts",
+                            opt->memory_budget / 1e9, dense / 1e9, reserved / 1e9);
+        bytes = opt->memory_budget - reserved;
+    }
+    *out = bytes < all ? bytes : all;
+    return FM_OK;
+}
+
 /* Checks the manifest against the config, counts the experts for `info` and
  * opens the store the routed experts will be read through. */
 static fm_status open_expert_store(fm_model *m, const char *dir, const fm_model_options *opt) {
@@ -151,28 +184,9 @@ static fm_status open_expert_store(fm_model *m, const char *dir, const fm_model_
             .io_threads = opt ? opt->io_threads : 0,
             .verify = opt && opt->verify,
         };
-        uint64_t all = (uint64_t)p->n_layers * c->n_experts * lay->stride;
-        if (so.cache == FM_CACHE_RAM) {
-            if (opt && opt->cache_bytes) {
-                so.cache_bytes = opt->cache_bytes;
-            } else if (opt && opt->memory_budget) {
-                /* Dense weights are mapped and will be resident; the store's
-                 * in-flight buffers, a session's scratch and 128 MiB for the rest
-                 * (program, threads, KV cache) come off the budget too. */
-                uint64_t reserved = m->ckpt->files[0]->map_size + (128ull << 20) + 16 * lay->stride +
-                                    session_scratch_bytes(c, FM_UBATCH_STREAMED);
-                if (opt->memory_budget <= reserved + lay->stride * (uint64_t)c->n_experts_used)
-                    st = fm_error(FM_ERR_ARGUMENT,
-                                  "memory budget of %.2f GB is too small: the dense weights (%.2f GB), "
-                                  "buffers and scratch need %.2f GB, plus room for at least one layer's experts",
-                                  opt->memory_budget / 1e9, m->ckpt->files[0]->map_size / 1e9, reserved / 1e9);
-                else
-                    so.cache_bytes = opt->memory_budget - reserved;
-            } else {
-                so.cache_bytes = available_memory() / 2;
-            }
-            if (so.cache_bytes > all) so.cache_bytes = all;
-        }
+        if (so.cache == FM_CACHE_RAM) st = cache_budget(m, opt, &so.cache_bytes);
+        else if (opt && (opt->memory_budget || opt->cache_bytes || opt->preload))
+            st = fm_error(FM_ERR_ARGUMENT, "a memory budget, a cache size and preloading need the ram expert cache");
         store_layout sl = {.n_layers = c->n_layers, .paths = paths, .n_experts = c->n_experts,
                            .expert_bytes = lay->expert_bytes, .stride = lay->stride, .checksums = sums};
         if (st == FM_OK) st = store_open(&sl, &so, &m->store);
