@@ -85,7 +85,6 @@ static int parse_expert_option(const char *a, const char *v, cli_common *c) {
         if (!n) return cli_fail("%s: '%s' is not a size (e.g. 8G, 512M)", a, v), -1;
         if (!strcmp(a, "--cache-size")) m->cache_bytes = n;
         else m->memory_budget = n;
-        if (!strcmp(a, "--cache-size") || !strcmp(a, "--memory-budget")) m->cache = FM_EXPERT_CACHE_RAM;
     }
     return 1;
 }
@@ -94,10 +93,7 @@ int cli_parse_common(int argc, char **argv, int *i, cli_common *c) {
     const char *a = argv[*i];
     if (!strcmp(a, "--timing")) return c->timing = 1;
     if (!strcmp(a, "--direct")) return c->model.direct_io = 1;
-    if (!strcmp(a, "--preload")) {
-        c->model.cache = FM_EXPERT_CACHE_RAM;
-        return c->model.preload = 1;
-    }
+    if (!strcmp(a, "--preload")) return c->model.preload = 1;
     if (!strcmp(a, "--verify-reads")) return c->model.verify = 1;
     static const char *const valued[] = {"--experts", "--io", "--io-threads", "--cache", "--cache-size",
                                          "--memory-budget"};

@@ -143,6 +143,7 @@ expect_fail "--experts beyond the model" "cannot run 17 experts per token" $FM i
 expect_fail "bad --cache" "--cache: 'disk'" $FM info -m "$TMP/p8" --cache disk
 expect_fail "bad --memory-budget" "not a size" $FM info -m "$TMP/p8" --memory-budget lots
 expect_fail "memory budget below the dense weights" "too small" $FM generate -m "$TMP/p8" --ids 1 -n 1 --memory-budget 1M
+expect_fail "memory budget with the page cache" "need the ram expert cache" $FM info -m "$TMP/p8" --memory-budget 1G --cache os
 FM_FAULT=write:40:ENOSPC $FM convert "$Q" "$TMP/p4" --bits 4 --quiet 2>"$TMP/err"
 rc=$?
 [ $rc -eq 1 ] && grep -q "disk full" "$TMP/err" && [ ! -e "$TMP/p4/flashmoe.json" ] &&
