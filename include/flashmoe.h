@@ -112,7 +112,10 @@ void fm_session_reset(fm_session *session);
 int fm_session_position(const fm_session *session); /* tokens consumed so far */
 
 /* Feeds n_tokens tokens after those already consumed and writes logits as
- * `mode` asks. On error the session is unchanged. */
+ * `mode` asks. On an argument error the session is unchanged; if a packed
+ * model's expert cannot be read midway, the session is reset (its layers would
+ * hold half a batch) and the error says so. Sessions of one packed model share
+ * its expert store: evaluate them one at a time. */
 fm_status fm_session_eval(fm_session *session, const int32_t *tokens, int n_tokens,
                           fm_logits_mode mode, float *logits);
 
