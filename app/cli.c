@@ -2,6 +2,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <unistd.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -126,13 +127,45 @@ int cli_parse_common(int argc, char **argv, int *i, cli_common *c) {
     return 1;
 }
 
+/* The shipped model, relative to the repository the binary was built in
+ * (build/MODE/flashmoe → ../../models/...): the packed form first. */
+static const char *const shipped_models[] = {"models/assistant-q4", "models/assistant"};
+
+const char *cli_model_dir(const cli_common *c) {
+    static char found[PATH_MAX];
+    if (c->model_dir) return c->model_dir;
+    const char *env = getenv("FLASHMOE_MODEL");
+    if (env) return *env ? env : NULL; /* set but empty: no default */
+    if (found[0]) return found;
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) return NULL;
+    exe[n] = 0;
+    for (int up = 0; up < 3; up++) { /* build/MODE/flashmoe → the repository */
+        char *slash = strrchr(exe, '/');
+        if (!slash) return NULL;
+        *slash = 0;
+    }
+    for (size_t i = 0; i < sizeof shipped_models / sizeof *shipped_models; i++) {
+        char path[PATH_MAX + 64];
+        snprintf(path, sizeof path, "%s/%s/config.json", exe, shipped_models[i]);
+        if (access(path, R_OK) == 0 && strlen(path) < sizeof found) {
+            path[strlen(path) - strlen("/config.json")] = 0;
+            memcpy(found, path, strlen(path) + 1);
+            return found;
+        }
+    }
+    return NULL;
+}
+
 int cli_open_model(const cli_common *c, fm_model **model, fm_session **session) {
     *model = NULL;
     if (session) *session = NULL;
-    if (!c->model_dir) return cli_fail("missing -m DIR (a Hugging Face model directory)");
+    const char *dir = cli_model_dir(c);
+    if (!dir) return cli_fail("missing -m DIR (a model directory; no shipped model found)");
     fm_model_options mo = c->model;
     mo.n_threads = c->n_threads;
-    if (fm_model_open(c->model_dir, &mo, model) != FM_OK) return cli_fail_lib("cannot open model");
+    if (fm_model_open(dir, &mo, model) != FM_OK) return cli_fail_lib("cannot open model");
     if (!session) return 0;
     fm_session_options so = {.max_context = c->max_context, .batch = c->batch};
     if (fm_session_new(*model, &so, session) != FM_OK) {

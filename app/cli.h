@@ -34,7 +34,10 @@ int cli_fail_lib(const char *what);
  * --preload, --verify-reads, --io-threads). Returns 1 if argv[*i] was one of
  * them (consuming its value), 0 if not, -1 on a bad value. */
 int cli_parse_common(int argc, char **argv, int *i, cli_common *c);
-/* Opens the model named by -m (required). 0 on success, else the exit code. */
+/* The model directory: -m, else $FLASHMOE_MODEL (empty: none), else the model
+ * shipped in the repository the binary was built in; NULL if none. */
+const char *cli_model_dir(const cli_common *c);
+/* Opens the model of cli_model_dir. 0 on success, else the exit code. */
 int cli_open_model(const cli_common *c, fm_model **model, fm_session **session);
 /* Parses --ids, then opens the model and a session (score, generate). 0 on
  * success, else the exit code with nothing left allocated. */

@@ -144,7 +144,7 @@ int cmd_chat(int argc, char **argv) {
     char *system = o.system ? strdup(o.system) : NULL;
     chat_state c = {0};
     reset(&c, &e, system);
-    printf("flashmoe chat: %s (%s). /help for commands, Ctrl-D to leave.\n", o.common.model_dir,
+    printf("flashmoe chat: %s (%s). /help for commands, Ctrl-D to leave.\n", cli_model_dir(&o.common),
            e.info->architecture);
     struct sigaction sa = {0}, old;
     sa.sa_handler = on_sigint;

@@ -31,7 +31,7 @@ int cmd_info(int argc, char **argv) {
     int rc = cli_open_model(&c, &m, NULL);
     if (rc) return rc;
     const fm_model_info *in = fm_model_get_info(m);
-    printf("model          %s\n", c.model_dir);
+    printf("model          %s\n", cli_model_dir(&c));
     printf("architecture   %s (model_type %s)\n", in->architecture, in->model_type);
     printf("vocab          %d\n", in->vocab_size);
     printf("hidden         %d\n", in->hidden_size);

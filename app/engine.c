@@ -127,7 +127,7 @@ int engine_open(engine *e, const engine_options *o) {
     e->opt_timing = o->common.timing;
     if (rc) return rc;
     e->info = fm_model_get_info(e->model);
-    const char *tp = o->tokenizer_path ? o->tokenizer_path : o->common.model_dir;
+    const char *tp = o->tokenizer_path ? o->tokenizer_path : cli_model_dir(&o->common);
     if (fm_tokenizer_open(tp, &e->tok) != FM_OK) {
         engine_close(e);
         return cli_fail("cannot open the tokenizer (%s); give one with --tokenizer PATH", fm_last_error());

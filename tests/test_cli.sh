@@ -63,7 +63,7 @@ M=$MODELS/qwen3moe
 expect_fail "no command" "usage" $FM
 expect_fail "unknown command" "unknown command 'frobnicate'" $FM frobnicate
 expect_fail "unknown option" "unknown option '--bogus'" $FM info -m "$M" --bogus
-expect_fail "missing -m" "missing -m" $FM info
+FLASHMOE_MODEL= expect_fail "missing -m (no default model)" "missing -m" $FM info
 expect_fail "missing model directory" "$TMP/nope" $FM info -m "$TMP/nope"
 expect_fail "missing --ids" "missing --ids" $FM generate -m "$M" -n 3
 expect_fail "bad ids" "'1,x,3' is not a comma-separated list" $FM generate -m "$M" --ids 1,x,3 -n 2 --greedy
