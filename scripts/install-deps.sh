@@ -6,5 +6,5 @@ SUDO=
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
     build-essential libcjson-dev libpcre2-dev libutf8proc-dev libedit-dev libcmocka-dev zstd tmux \
-    clang libclang-rt-14-dev liburing-dev libxxhash-dev fio python3-numpy >/dev/null
+    clang libclang-rt-14-dev liburing-dev libxxhash-dev fio python3-numpy wordnet-base >/dev/null
 echo "dependencies installed"
