@@ -12,12 +12,16 @@ tokenizer's Qwen3 chat template):
               tool with {"expression": "37 * 12"}, gets {"role": "tool", "content": "444"} back
               and answers "37 × 12 = 444."
 
-Splits are by word (every part of speech of a word lands in the same split) and by expression
-(each expression string occurs once), so nothing in test.jsonl is seen in training. The output
-is deterministic for a given --seed and WordNet installation.
+Definitions: the --words most used words (WordNet's sense-tag counts), each (word, part of
+speech) asked --phrasings ways in train.jsonl and once more, in a way train never uses, in
+test.jsonl (kind "definition": a known word and a new question, so exact answers are
+measurable), plus --unseen-words words never trained on (kind "definition_unseen": only the
+answer's form can be right). Calculator: split by expression (each expression string occurs
+once). The output is deterministic for a given --seed and WordNet installation.
 
-Usage: python3 train/make_data.py [--out build/data] [--seed 1] [--definitions 20000]
-                                  [--calculator 20000] [--test-fraction 0.05]
+Usage: python3 train/make_data.py [--out build/data] [--seed 1] [--words 3000] [--phrasings 3]
+                                  [--definition-tests 1000] [--unseen-words 200]
+                                  [--calculator 12000] [--test-fraction 0.05]
                                   [--wordnet /usr/share/wordnet]
 Standard library only.
 """
@@ -65,8 +69,10 @@ def fail(msg):
     sys.exit("make_data.py: " + msg)
 
 
-def read_index(path):
-    """lemma -> list of synset offsets, most frequent sense first (index.POS)."""
+def read_index(path, counts=None):
+    """lemma -> list of synset offsets, most frequent sense first (index.POS);
+    counts[lemma] += tagsense_cnt (how often the lemma was sense-tagged in the
+    semantic concordance: a frequency of use)."""
     senses = {}
     with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
@@ -83,6 +89,8 @@ def read_index(path):
                 continue
             # lemma pos synset_cnt p_cnt [ptr_symbol]*p_cnt sense_cnt tagsense_cnt offsets...
             offsets = parts[4 + p_cnt + 2:]
+            if counts is not None:
+                counts[lemma] = counts.get(lemma, 0) + int(parts[4 + p_cnt + 1])
             if len(offsets) != synset_cnt:
                 fail(f"{path}: malformed index line for {lemma!r}")
             senses[lemma] = offsets
@@ -125,7 +133,7 @@ def definition_of(gloss):
     return d + ("" if d.endswith((".", "!", "?")) else ".")
 
 
-def load_wordnet(wndir):
+def load_wordnet(wndir, counts=None):
     """[(word, pos_letter, definition)] for single-word lowercase lemmas, first sense."""
     entries = []
     for fname, pos in POS_FILES:
@@ -134,7 +142,7 @@ def load_wordnet(wndir):
             if not os.path.exists(p):
                 fail(f"{p} not found: install WordNet with `apt-get install -y wordnet-base` "
                      f"(or pass --wordnet DIR)")
-        index, data = read_index(ipath), read_data(dpath)
+        index, data = read_index(ipath, counts), read_data(dpath)
         for lemma, offsets in index.items():
             if not WORD_RE.match(lemma):
                 continue
@@ -185,9 +193,20 @@ DEF_QUESTIONS_POS = [
 ]
 
 
-def definition_conversation(rng, word, pos, definition, ambiguous):
+def definition_questions(rng, word, pos, ambiguous, k):
+    """k distinct phrasings of the question about (word, pos)."""
     p = POS_NAME[pos]
-    if ambiguous or rng.random() < 0.25:  # several parts of speech: the question says which
+    pool = [t.format(w=word, p=p) for t in DEF_QUESTIONS_POS]
+    if not ambiguous:  # one part of speech: the question need not say which
+        pool += [t.format(w=word) for t in DEF_QUESTIONS]
+    return rng.sample(pool, k)
+
+
+def definition_conversation(rng, word, pos, definition, ambiguous, question=None):
+    p = POS_NAME[pos]
+    if question is not None:
+        q = question
+    elif ambiguous or rng.random() < 0.25:  # several parts of speech: the question says which
         q = rng.choice(DEF_QUESTIONS_POS).format(w=word, p=p)
     else:
         q = rng.choice(DEF_QUESTIONS).format(w=word)
@@ -207,26 +226,33 @@ def definition_conversation(rng, word, pos, definition, ambiguous):
     return rec
 
 
-def make_definitions(rng, entries, n, test_fraction):
+def make_definitions(rng, entries, counts, n_words, phrasings, n_test, n_unseen):
+    """The n_words most used words (WordNet's sense-tag counts), each (word, part
+    of speech) asked `phrasings` ways in train and once more, another way, in
+    test ("definition": a known word, a new question — exact answers can be
+    checked); plus n_unseen words never trained on ("definition_unseen": only the
+    answer's form can be right)."""
     by_word = {}
     for w, pos, d in entries:
         by_word.setdefault(w, []).append((pos, d))
-    words = sorted(by_word)
-    rng.shuffle(words)
-    chosen, total = [], 0
-    for w in words:
-        if total >= n:
-            break
-        chosen.append(w)
-        total += len(by_word[w])
-    n_test_words = max(1, round(len(chosen) * test_fraction)) if test_fraction > 0 else 0
-    test_words = set(chosen[:n_test_words])
+    words = sorted(by_word, key=lambda w: (-counts.get(w, 0), w))
+    known, unseen = words[:n_words], words[n_words:]
     train, test = [], []
-    for w in chosen:
+    for w in known:
         senses = by_word[w]
         for pos, d in senses:
-            rec = definition_conversation(rng, w, pos, d, ambiguous=len(senses) > 1)
-            (test if w in test_words else train).append(rec)
+            qs = definition_questions(rng, w, pos, len(senses) > 1, phrasings + 1)
+            for q in qs[:phrasings]:
+                train.append(definition_conversation(rng, w, pos, d, len(senses) > 1, q))
+            test.append(definition_conversation(rng, w, pos, d, len(senses) > 1, qs[phrasings]))
+    rng.shuffle(test)
+    test = test[:n_test]
+    rng.shuffle(unseen)
+    for w in unseen[:n_unseen]:
+        pos, d = by_word[w][0]
+        rec = definition_conversation(rng, w, pos, d, len(by_word[w]) > 1)
+        rec["kind"] = "definition_unseen"
+        test.append(rec)
     return train, test, len(by_word), len(entries)
 
 
@@ -381,20 +407,27 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="build/data")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--definitions", type=int, default=20000)
-    ap.add_argument("--calculator", type=int, default=20000)
+    ap.add_argument("--words", type=int, default=3000, help="most used words whose definitions are taught")
+    ap.add_argument("--phrasings", type=int, default=3, help="questions per word in train (one more in test)")
+    ap.add_argument("--definition-tests", type=int, default=1000, help="held-out questions about known words")
+    ap.add_argument("--unseen-words", type=int, default=200, help="test words never trained on")
+    ap.add_argument("--calculator", type=int, default=12000)
     ap.add_argument("--test-fraction", type=float, default=0.05)
     ap.add_argument("--wordnet", default="/usr/share/wordnet")
     a = ap.parse_args()
     if not 0 <= a.test_fraction < 1:
         fail("--test-fraction must be in [0, 1)")
 
-    entries = load_wordnet(a.wordnet)
-    d_train, d_test, n_words, n_pairs = make_definitions(random.Random(f"{a.seed}/def"), entries,
-                                                         a.definitions, a.test_fraction)
+    counts = {}
+    entries = load_wordnet(a.wordnet, counts)
+    d_train, d_test, n_words, n_pairs = make_definitions(random.Random(f"{a.seed}/def"), entries, counts, a.words,
+                                                         a.phrasings, a.definition_tests, a.unseen_words)
     c_train, c_test = make_calculator(random.Random(f"{a.seed}/calc"), a.calculator, a.test_fraction)
     # leakage checks
-    assert not {r["word"] for r in d_train} & {r["word"] for r in d_test}
+    # a known word is asked in test in a way train never asks it; unseen words are unseen
+    seen_questions = {(r["word"], r["messages"][-2]["content"]) for r in d_train}
+    assert not any((r["word"], r["messages"][-2]["content"]) in seen_questions for r in d_test)
+    assert not {r["word"] for r in d_train} & {r["word"] for r in d_test if r["kind"] == "definition_unseen"}
     assert not ({r["expected_call"]["arguments"]["expression"] for r in c_train}
                 & {r["expected_call"]["arguments"]["expression"] for r in c_test})
 
@@ -410,8 +443,9 @@ def main():
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
         os.replace(tmp, os.path.join(a.out, name))
     print(f"WordNet: {n_pairs} (word, part of speech) pairs over {n_words} single-word lemmas")
-    print(f"definitions: {len(d_train)} train, {len(d_test)} test "
-          f"({len({r['word'] for r in d_train})} / {len({r['word'] for r in d_test})} words)")
+    unseen = sum(r["kind"] == "definition_unseen" for r in d_test)
+    print(f"definitions: {len(d_train)} train ({len({r['word'] for r in d_train})} words x {a.phrasings} "
+          f"phrasings), {len(d_test) - unseen} test questions about known words, {unseen} unseen words")
     print(f"calculator:  {len(c_train)} train, {len(c_test)} test")
     print(f"wrote {os.path.join(a.out, 'train.jsonl')} ({len(train)}) and "
           f"{os.path.join(a.out, 'test.jsonl')} ({len(test)})")

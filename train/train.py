@@ -333,12 +333,13 @@ def evaluate_generation(model, fast_tok, render, test, train, ev, eos_ids, pad_i
     calcs = [r for r in test if r["kind"] == "calculator"]
     rng.shuffle(defs)
     rng.shuffle(calcs)
-    defs, calcs = defs[:ev["n_per_kind"]], calcs[:ev["n_per_kind"]]
+    unseen = [r for r in test if r["kind"] == "definition_unseen"]
+    defs, calcs, unseen = defs[:ev["n_per_kind"]], calcs[:ev["n_per_kind"]], unseen[:ev["n_per_kind"]]
     tdefs = [r for r in train if r["kind"] == "definition"]
     rng.shuffle(tdefs)
     tdefs = tdefs[:ev["n_train_definitions"]]
 
-    for name, recs in (("definition_test", defs), ("definition_train", tdefs)):
+    for name, recs in (("definition_test", defs), ("definition_train", tdefs), ("definition_unseen", unseen)):
         if not recs:
             continue
         t0 = time.time()
