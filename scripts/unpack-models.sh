@@ -12,6 +12,14 @@ for archive in tests/data/models/*.tar.zst; do
     fi
 done
 
+# transformers' reference outputs of the shipped model (models/assistant).
+ref=tests/data/models/assistant_reference.safetensors.zst
+mkdir -p build/models/assistant_ref
+if [ ! -f build/models/assistant_ref/reference.safetensors ] || [ $ref -nt build/models/assistant_ref/reference.safetensors ]; then
+    zstd -q -dc $ref >build/models/assistant_ref/reference.safetensors.tmp
+    mv build/models/assistant_ref/reference.safetensors.tmp build/models/assistant_ref/reference.safetensors
+fi
+
 # The Qwen3 tokenizer, also the tokenizer of the qwen35moe_tok model.
 mkdir -p build/tokenizers/qwen3
 src=tests/data/tokenizers/qwen3

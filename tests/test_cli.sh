@@ -188,6 +188,30 @@ else
     fi
 fi
 
+# ---- the shipped model (models/assistant, its 4-bit packed form models/assistant-q4) ----
+A=models/assistant
+AREF=$MODELS/assistant_ref/reference.safetensors
+for c in conv0 conv1 conv2; do # whole held-out conversations, against transformers
+    if $FM score -m $A --ids "$($REF ids $AREF ${c}_ids)" -o "$TMP/a_$c" &&
+        out=$($REF compare "$TMP/a_$c" $AREF ${c}_logits 1e-4); then
+        ok "shipped model: held-out conversation $c matches transformers ($out)"
+    else
+        not_ok "shipped model: $c" "${out:-}"
+    fi
+done
+$FM convert $A "$TMP/aq4" --bits 4 --quiet
+if cmp -s "$TMP/aq4/flashmoe.json" models/assistant-q4/flashmoe.json; then
+    ok "models/assistant-q4 is convert --bits 4 of models/assistant (same checksums)"
+else
+    not_ok "models/assistant-q4 is stale: run flashmoe convert models/assistant models/assistant-q4 --bits 4 --force"
+fi
+want='**door** (noun): a swinging or sliding barrier that will close the entrance to a room or building or vehicle.'
+got=$(env -u FLASHMOE_MODEL $FM run -p "What does 'door' mean?" --temp 0 --no-think -n 64 --quiet)
+[ "$got" = "$want" ] && ok "run without -m answers with the shipped 4-bit model" || not_ok "run without -m" "$got"
+got=$($FM run -m $A -p "Define the noun question." --temp 0 --no-think -n 64 --quiet)
+[ "$got" = "**question** (noun): an instance of questioning." ] && ok "the bf16 shipped model defines a word" ||
+    not_ok "bf16 shipped model" "$got"
+
 # ---- tokenize ------------------------------------------------------------
 TOK=$MODELS/../tokenizers/qwen3
 got=$($FM tokenize --tokenizer "$TOK" "Hello, world!")

@@ -4,7 +4,8 @@
  *   - greedy continuation (24 tokens) identical
  *   - prompt + continuation through prefill then one-token decode steps,
  *     and through one batch, against full_logits: relative L2 ≤ 1e-4
- * qwen3next is also run from a copy re-written as three shards with an index. */
+ * qwen3next is also run from a copy re-written as three shards with an index, and
+ * the shipped model (models/assistant) against the reference train/train.py wrote. */
 #include "test_util.h"
 
 #include "model/session.h"
@@ -31,6 +32,8 @@ static fixture fixtures[] = {
     {"qwen35moe_text", "qwen35moe_text", NULL}, {"qwen35moe_tok", "qwen35moe_tok", NULL},
     {"qwen3next", "qwen3next", NULL},           {"qwen3moe", "qwen3moe", NULL},
     {"mixtral", "mixtral", NULL},               {"qwen3next_sharded", "qwen3next", sharded_dir},
+    /* The shipped model (trained; models/assistant): its reference was unpacked to build/models/assistant_ref. */
+    {"assistant", "assistant_ref", "models/assistant"},
 };
 
 static void copy_file(const char *src, const char *dst) {
