@@ -64,9 +64,10 @@ static void reset(chat_state *c, engine *e, const char *system) {
     forget_state(c, e);
 }
 
-/* The text to feed for the new user turn (malloc'd); sets *refill if the
- * session must start over. */
-static int turn_text(chat_state *c, engine *e, const engine_options *o, const char *user, char **out, int *refill) {
+/* The text to feed for the new turn (a user message, or a tool's result)
+ * (malloc'd); sets *refill if the session must start over. */
+static int turn_text(chat_state *c, engine *e, const engine_options *o, const char *role, const char *text,
+                     char **out, int *refill) {
     *refill = 0;
     char *json = cJSON_PrintUnformatted(c->messages), *full = NULL;
     int rc = json ? engine_render(e, json, o, &full) : cli_fail("out of memory");
@@ -79,7 +80,7 @@ static int turn_text(chat_state *c, engine *e, const engine_options *o, const ch
     }
     if (e->tmpl && strstr(full, "<|im_start|>")) {
         cJSON *one = cJSON_CreateArray();
-        add_message(one, "user", user);
+        add_message(one, role, text);
         json = cJSON_PrintUnformatted(one);
         cJSON_Delete(one);
         char *turn = NULL;
@@ -120,6 +121,7 @@ static void print_stats(const chat_state *c, const engine *e) {
 static void help(void) {
     puts("commands: /reset (new conversation)  /system TEXT (new conversation with this system prompt)\n"
          "          /think (toggle thinking)  /stats  /help  /quit (or Ctrl-D)\n"
+         "          /tool RESULT (answer the model's tool call with RESULT; see --tools)\n"
          "Ctrl-C stops the answer being written.");
 }
 
@@ -155,7 +157,7 @@ int cmd_chat(int argc, char **argv) {
             continue;
         }
         add_history(line);
-        if (line[0] == '/') {
+        if (line[0] == '/' && strncmp(line, "/tool ", 6)) {
             if (!strcmp(line, "/quit") || !strcmp(line, "/exit")) {
                 free(line);
                 break;
@@ -178,10 +180,13 @@ int cmd_chat(int argc, char **argv) {
             free(line);
             continue;
         }
-        add_message(c.messages, "user", line);
+        /* "/tool RESULT": what the tool the model called returned; else a user message. */
+        const int is_tool = !strncmp(line, "/tool ", 6);
+        const char *role = is_tool ? "tool" : "user", *text = is_tool ? line + 6 : line;
+        add_message(c.messages, role, text);
         char *feed = NULL;
         int refill;
-        if ((rc = turn_text(&c, &e, &o, line, &feed, &refill))) {
+        if ((rc = turn_text(&c, &e, &o, role, text, &feed, &refill))) {
             free(line);
             break;
         }

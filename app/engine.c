@@ -41,6 +41,8 @@ const char *engine_options_help(void) {
            "  --seed S              random seed (default: from the clock; printed with --stats)\n"
            "  --think | --no-think  turn the model's thinking on or off (default: the template's)\n"
            "  --system TEXT         system prompt\n"
+           "  --tools FILE          tools the model may call: a JSON array of function definitions\n"
+           "                        (as in the OpenAI API), passed to the chat template\n"
            "  --stop STR            stop when STR appears (up to 8)\n"
            "  --tokenizer PATH      tokenizer.json or its directory (default: the model directory)\n"
            "  --template T          chat template: the model's (default), 'chatml', 'none' (raw prompt),\n"
@@ -64,7 +66,7 @@ int engine_parse_option(int argc, char **argv, int *i, engine_options *o) {
     if (!strcmp(a, "--think")) return o->thinking = 1;
     if (!strcmp(a, "--no-think")) return o->thinking = 0, 1;
     static const char *const valued[] = {"-n", "--temp", "--top-k", "--top-p", "--min-p", "--repeat-penalty",
-                                         "--presence-penalty", "--seed", "--system", "--stop", "--tokenizer",
+                                         "--presence-penalty", "--seed", "--system", "--tools", "--stop", "--tokenizer",
                                          "--template", "-p", "--prompt"};
     int known = 0;
     for (size_t k = 0; k < sizeof valued / sizeof *valued; k++) known |= !strcmp(a, valued[k]);
@@ -101,6 +103,7 @@ int engine_parse_option(int argc, char **argv, int *i, engine_options *o) {
         return o->sampling_given |= ENGINE_SET_REPEAT, parse_float(a, v, 0.01f, 100, &o->sampling.repetition_penalty);
     if (!strcmp(a, "--presence-penalty")) return parse_float(a, v, -100, 100, &o->sampling.presence_penalty);
     if (!strcmp(a, "--system")) o->system = v;
+    else if (!strcmp(a, "--tools")) o->tools_path = v;
     else if (!strcmp(a, "--tokenizer")) o->tokenizer_path = v;
     else if (!strcmp(a, "--template")) o->template_arg = v;
     else if (!strcmp(a, "--stop")) {
@@ -136,6 +139,17 @@ int engine_open(engine *e, const engine_options *o) {
         int n = fm_tokenizer_vocab_size(e->tok);
         engine_close(e);
         return cli_fail("the tokenizer has %d ids but the model's vocabulary only %d", n, e->info->vocab_size);
+    }
+    if (o->tools_path) {
+        e->tools = read_small_file(o->tools_path);
+        cJSON *t = e->tools ? cJSON_Parse(e->tools) : NULL;
+        int ok = cJSON_IsArray(t);
+        cJSON_Delete(t);
+        if (!ok) {
+            const char *why = e->tools ? "not a JSON array of tools" : "cannot read the file";
+            engine_close(e);
+            return cli_fail("%s: %s", o->tools_path, why);
+        }
     }
     for (int i = 0; i < e->info->n_eos && e->n_eos < 15; i++) e->eos[e->n_eos++] = e->info->eos_ids[i];
     int32_t im_end = fm_tokenizer_token_id(e->tok, "<|im_end|>");
@@ -178,6 +192,7 @@ int engine_open(engine *e, const engine_options *o) {
 }
 
 void engine_close(engine *e) {
+    free(e->tools);
     fm_sampler_free(e->sampler);
     fm_chat_template_free(e->tmpl);
     fm_tokenizer_close(e->tok);
@@ -205,7 +220,7 @@ int engine_render(engine *e, const char *messages_json, const engine_options *o,
         return 0;
     }
     fm_chat_options co = {.add_generation_prompt = 1, .enable_thinking = o->thinking};
-    if (fm_chat_template_render(e->tmpl, messages_json, NULL, &co, text) != FM_OK)
+    if (fm_chat_template_render(e->tmpl, messages_json, e->tools, &co, text) != FM_OK)
         return cli_fail_lib("chat template");
     return 0;
 }

@@ -17,6 +17,7 @@ typedef struct {
     int32_t eos[16];
     int n_eos;
     int opt_timing; /* --timing: /stats in chat adds the per-layer breakdown */
+    char *tools;    /* --tools: the JSON array of tool definitions, or NULL */
 } engine;
 
 /* Options of `run` and `chat` besides the common ones. */
@@ -25,6 +26,7 @@ typedef struct {
     const char *tokenizer_path; /* default: the model directory */
     const char *template_arg;   /* NULL (the model's), "chatml", "none" or a file */
     const char *system;
+    const char *tools_path;     /* --tools FILE: a JSON array of tool definitions */
     int thinking;               /* -1 template default, 0 off, 1 on */
     int max_tokens;
     const char *stop[8];

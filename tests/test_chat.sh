@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `flashmoe run` and `flashmoe chat` end to end on qwen35moe_tok (random
 # weights, the real Qwen3 tokenizer and chat template): the mechanics, not
-# the prose. chat runs in a pseudo-terminal under tmux.
+# the prose; then a calculator tool round trip with the shipped trained model
+# (models/assistant). chat runs in a pseudo-terminal under tmux.
 #   tests/test_chat.sh BUILD_DIR MODELS_DIR
 set -u
 BUILD=${1:-build/native}
@@ -122,9 +123,29 @@ if command -v tmux >/dev/null; then
     tmux send-keys -t $S C-d
     check "Ctrl-D leaves" "wait_for 'CHAT-EXIT-0'" "$(screen)"
     tmux kill-session -t $S 2>/dev/null
+
+    # A calculator tool round trip with the shipped model: the model calls the tool,
+    # /tool gives it the result, the model answers with it.
+    tmux new-session -d -s $S -x 200 -y 50 \
+        "$FM chat -m models/assistant-q4 --tools tests/data/chat/calculator_tool.json --temp 0 --no-think -n 80 ; echo CHAT-EXIT-\$?; sleep 30"
+    wait_for 'flashmoe chat:'
+    tmux send-keys -t $S "What is 37 * 12?" Enter
+    check "the shipped model calls the calculator" \
+        "wait_for '{\"name\": \"calculator\", \"arguments\": {\"expression\": \"37 * 12\"}}' 30" "$(screen)"
+    tmux send-keys -t $S "/tool 444" Enter
+    check "and answers with the tool's result" "wait_for '37 × 12 = 444.' 30" "$(screen)"
+    tmux send-keys -t $S C-d
+    check "Ctrl-D leaves" "wait_for 'CHAT-EXIT-0'" "$(screen)"
+    tmux kill-session -t $S 2>/dev/null
 else
     not_ok "tmux is missing (scripts/install-deps.sh installs it)"
 fi
+got=$($FM run -m models/assistant --tools tests/data/chat/calculator_tool.json -p "What is 5 + 7?" --temp 0 --no-think -n 60 2>/dev/null)
+check "run --tools: the shipped model emits a tool call" "grep -qF '{\"name\": \"calculator\", \"arguments\": {\"expression\": \"5 + 7\"}}' <<<\"\$got\"" "$got"
+echo '{"not": "an array"}' >"$BUILD/tools.json"
+err=$($FM run -m models/assistant --tools "$BUILD/tools.json" -p x -n 1 2>&1); rc=$?
+check "--tools refuses a file that is not a JSON array" "[ $rc -eq 1 ] && grep -q 'not a JSON array' <<<\"\$err\"" "$err"
+rm -f "$BUILD/tools.json"
 
 rm -f "$BUILD/count.txt"
 echo "chat: $pass passed, $fail failed"
