@@ -1,12 +1,19 @@
 #!/bin/sh
-# The README's main job: describe a bundled model and generate from it.
-# qwen35moe_tok is a tiny random-weight Qwen3.5-MoE with the real Qwen3
-# vocabulary (151,936 tokens); its continuation is compared with the one
-# Hugging Face transformers produced.
+# The README's main job. First the shipped model (models/assistant-q4: a tiny
+# Qwen3.5-MoE trained to define words and call a calculator, experts packed at
+# 4 bits and streamed from disk) answers, with no -m; then a random-weight
+# fixture with the real Qwen3 vocabulary is compared with what Hugging Face
+# transformers generated, packed, and streamed.
 set -e
 cd "$(dirname "$0")/.."
 ./scripts/unpack-models.sh
 FM=build/native/flashmoe
+echo "\$ flashmoe run -p \"What does 'light' mean?\" --temp 0 --no-think"
+$FM run -p "What does 'light' mean?" --temp 0 --no-think -n 80
+echo
+echo "\$ flashmoe chat --tools tests/data/chat/calculator_tool.json --temp 0 --no-think   (typed: What is 37 * 12? then /tool 444)"
+printf 'What is 37 * 12?\n/tool 444\n' | $FM chat --tools tests/data/chat/calculator_tool.json --temp 0 --no-think -n 80
+echo
 M=build/models/qwen35moe_tok
 REF=build/native/tests/ref_tool
 $FM info -m $M
