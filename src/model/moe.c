@@ -95,13 +95,13 @@ static void run_expert(fm_session *s, const fm_ffn *f, int j) {
     ffn_forward(f, xe, ne, w->big[1], w->big[2], w->expert_out + (size_t)first * H);
 }
 
-static fm_status run_streamed(fm_session *s, int layer, int n_ids) {
+static fm_status run_streamed(fm_session *s, int layer, int n, int n_ids) {
     const fm_model *m = s->model;
     fm_scratch *w = &s->scratch;
     fm_status st = store_begin(m->store, layer, w->expert_ids, n_ids);
     if (st != FM_OK) return st;
     if (m->cfg.has_shared_expert) /* overlaps with the reads just issued */
-        ffn_forward(&m->layers[layer].shared, w->xn, s->moe_rows, w->big[1], w->big[2], w->big[3]);
+        ffn_forward(&m->layers[layer].shared, w->xn, n, w->big[1], w->big[2], w->big[3]);
     for (;;) {
         int slot;
         const void *data;
@@ -132,10 +132,9 @@ fm_status moe_forward(fm_session *s, int layer, int n) {
     double t1 = fm_seconds();
     tm->routing_s += t1 - t0;
 
-    s->moe_rows = n;
     if (m->store) {
         double wait0 = store_get_stats(m->store).io_wait_s;
-        fm_status st = run_streamed(s, layer, n_ids);
+        fm_status st = run_streamed(s, layer, n, n_ids);
         double wait = store_get_stats(m->store).io_wait_s - wait0;
         tm->expert_io_wait_s += wait;
         tm->expert_compute_s -= wait;

@@ -47,7 +47,6 @@ struct fm_session {
     /* Test hook: when set, eval writes [n_layers+1, n_tokens, H] hidden states
      * as transformers' output_hidden_states does (the last after the final norm). */
     float *capture_hidden;
-    int moe_rows;               /* tokens of the micro-batch in moe_forward */
     fm_layer_timing *timing;    /* [n_layers] */
     double eval_s, head_s;
     uint64_t tokens, evals;
