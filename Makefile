@@ -43,9 +43,9 @@ $(BUILD)/tests/%: tests/%.c tests/test_util.c $(BUILD)/libflashmoe.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< tests/test_util.c $(BUILD)/libflashmoe.a $(LDLIBS) $(TEST_LDLIBS)
 
-$(BUILD)/bench/%: bench/%.c $(BUILD)/libflashmoe.a
+$(BUILD)/bench/%: bench/%.c bench/bench_common.c bench/bench_common.h $(BUILD)/libflashmoe.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libflashmoe.a $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@ $< bench/bench_common.c $(BUILD)/libflashmoe.a $(LDLIBS)
 
 # The synthetic model writers share bench/synth_common.c.
 $(BUILD)/bench/synth_%: bench/synth_%.c bench/synth_common.c bench/synth_common.h $(BUILD)/libflashmoe.a

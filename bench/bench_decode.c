@@ -5,6 +5,7 @@
  * Caches: every safetensors file of the model is read once before timing
  * (warm page cache) and 8 untimed tokens run first; page faults during the
  * timed run are reported. A model that fits the CPU caches can exceed 1x. */
+#include "bench_common.h"
 #include "flashmoe.h"
 
 #include <omp.h>
@@ -17,42 +18,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-/* Read bandwidth in GB/s: every thread sums its share of a buffer far larger than the caches. */
-static double memory_read_gbps(void) {
-    const size_t n = (size_t)1 << 28; /* 2^28 floats = 1 GiB */
-    float *buf = malloc(n * sizeof *buf);
-    if (!buf) return 0;
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) buf[i] = (float)(i & 1023);
-    double best = 0;
-    volatile float sink = 0;
-    for (int rep = 0; rep < 5; rep++) {
-        double t0 = now();
-        float total = 0;
-        /* 16 independent partial sums per thread so the loop vectorises and is bound by memory. */
-#pragma omp parallel reduction(+ : total)
-        {
-            float acc[16] = {0};
-#pragma omp for schedule(static)
-            for (size_t i = 0; i < n; i += 16)
-                for (int j = 0; j < 16; j++) acc[j] += buf[i + j];
-            for (int j = 0; j < 16; j++) total += acc[j];
-        }
-        double dt = now() - t0;
-        sink += total;
-        double gbps = (double)n * sizeof *buf / dt / 1e9;
-        if (gbps > best) best = gbps;
-    }
-    (void)sink;
-    free(buf);
-    return best;
-}
 
 /* Reads every *.safetensors file of `dir` so the timed run finds it in the page cache. */
 static void warm_page_cache(const char *dir) {
@@ -112,7 +77,7 @@ int main(int argc, char **argv) {
 
     printf("flashmoe decode benchmark\n");
     printf("threads        %d\n", omp_get_max_threads());
-    double bw = memory_read_gbps();
+    double bw = bench_memory_read_gbps();
     printf("memory read    %.1f GB/s (1 GiB buffer, all threads, best of 5)\n", bw);
     printf("model          %s (%s), %.2f M params, %.1f MiB weights\n", dir, in->architecture,
            in->params_total / 1e6, in->bytes_total / 1048576.0);
@@ -127,12 +92,12 @@ int main(int argc, char **argv) {
     fm_session_reset(s);
     long minor0, major0, minor1, major1;
     faults(&minor0, &major0);
-    double t0 = now();
+    double t0 = fm_seconds();
     if (fm_session_eval(s, prompt, n_prompt, FM_LOGITS_LAST, logits) != FM_OK) {
         fprintf(stderr, "bench_decode: %s\n", fm_last_error());
         return 1;
     }
-    double t1 = now();
+    double t1 = fm_seconds();
     for (int i = 0; i < n_decode; i++) {
         int32_t tok = fm_sampler_sample(greedy, logits);
         if (fm_session_eval(s, &tok, 1, FM_LOGITS_LAST, logits) != FM_OK) {
@@ -140,7 +105,7 @@ int main(int argc, char **argv) {
             return 1;
         }
     }
-    double t2 = now();
+    double t2 = fm_seconds();
     faults(&minor1, &major1);
     double tps = n_decode / (t2 - t1), gbps = tps * (double)in->bytes_per_token / 1e9;
     printf("prefill        %d tokens in %.3f s: %.1f tok/s\n", n_prompt, t1 - t0, n_prompt / (t1 - t0));

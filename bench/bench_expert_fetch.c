@@ -19,6 +19,7 @@
  * of percent from second to second, so the raw reader also runs for a third of
  * the mode's time right before each mode, and the ratio is to that adjacent
  * bound (the first raw figure is over the whole --seconds). */
+#include "bench_common.h"
 #include "flashmoe.h"
 #include "store/expert_store.h"
 
@@ -33,12 +34,6 @@
 
 #define EXPERT_BYTES ((size_t)7077888)
 #define BLOCK ((size_t)8 << 20)
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static uint64_t rng;
 static uint64_t next_rand(void) {
@@ -96,8 +91,8 @@ static double raw_bandwidth(const char *path, uint64_t size, double seconds) {
     void *buf;
     if (posix_memalign(&buf, 4096, BLOCK) != 0) return 0;
     uint64_t off = 0, bytes = 0;
-    double t0 = now();
-    while (now() - t0 < seconds) {
+    double t0 = fm_seconds();
+    while (fm_seconds() - t0 < seconds) {
         if (off + BLOCK > size) off = 0; /* whole blocks only */
         ssize_t r = pread(fd, buf, BLOCK, (off_t)off);
         if (r <= 0) {
@@ -107,7 +102,7 @@ static double raw_bandwidth(const char *path, uint64_t size, double seconds) {
         bytes += (uint64_t)r;
         off += BLOCK;
     }
-    double t = now() - t0;
+    double t = fm_seconds() - t0;
     free(buf);
     close(fd);
     return (double)bytes / t / 1e9;
@@ -197,9 +192,9 @@ int main(int argc, char **argv) {
         drop_cache(file);
         rng = 0x9E3779B97F4A7C15ull; /* the same batches for every mode */
         for (int i = 0; i < n_experts; i++) perm[i] = i;
-        double busy = 0, t_end = now() + seconds;
+        double busy = 0, t_end = fm_seconds() + seconds;
         uint64_t experts = 0, batches = 0;
-        while (now() < t_end) {
+        while (fm_seconds() < t_end) {
             for (int i = 0; i < k; i++) { /* partial Fisher-Yates: k distinct ids */
                 int j = i + (int)(next_rand() % (uint64_t)(n_experts - i));
                 int t = perm[i];
@@ -208,7 +203,7 @@ int main(int argc, char **argv) {
                 ids[i] = perm[i];
             }
             if (modes[m].drop) drop_cache(file);
-            double t0 = now();
+            double t0 = fm_seconds();
             fm_status r = store_begin(s, 0, ids, k);
             int slot = 0;
             const void *data;
@@ -218,7 +213,7 @@ int main(int argc, char **argv) {
                 experts++;
             }
             (void)sink;
-            busy += now() - t0;
+            busy += fm_seconds() - t0;
             batches++;
             if (r != FM_OK) {
                 fprintf(stderr, "%s: %s\n", modes[m].name, fm_last_error());

@@ -9,6 +9,7 @@
  * Decode cycles through a set of DIM×DIM matrices (default 4096) totalling at
  * least MIB (default 2048) per format, far beyond the caches, so every pass
  * reads all weights from memory; best of PASSES (default 3) passes. */
+#include "bench_common.h"
 #include "backend/cpu/kernels.h"
 #include "backend/cpu/qkernels.h"
 #include "quant/affine.h"
@@ -19,40 +20,6 @@
 #include <string.h>
 #include <time.h>
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-/* Read bandwidth in GB/s: every thread sums its share of a buffer far larger than the caches. */
-static double memory_read_gbps(void) {
-    const size_t n = (size_t)1 << 28; /* 1 GiB of floats */
-    float *buf = malloc(n * sizeof *buf);
-    if (!buf) return 0;
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) buf[i] = (float)(i & 1023);
-    double best = 0;
-    volatile float sink = 0;
-    for (int rep = 0; rep < 5; rep++) {
-        double t0 = now();
-        float total = 0;
-#pragma omp parallel reduction(+ : total)
-        {
-            float acc[16] = {0};
-#pragma omp for schedule(static)
-            for (size_t i = 0; i < n; i += 16)
-                for (int j = 0; j < 16; j++) acc[j] += buf[i + j];
-            for (int j = 0; j < 16; j++) total += acc[j];
-        }
-        double dt = now() - t0;
-        sink += total;
-        if ((double)n * sizeof *buf / dt / 1e9 > best) best = (double)n * sizeof *buf / dt / 1e9;
-    }
-    (void)sink;
-    free(buf);
-    return best;
-}
 
 static uint64_t xorshift(uint64_t *s) {
     *s ^= *s << 13;
@@ -136,9 +103,9 @@ static void free_set(format_set *f) {
 static double decode_seconds(const format_set *f, const float *x, float *y, int passes) {
     double best = 1e30;
     for (int p = 0; p <= passes; p++) {
-        double t0 = now();
+        double t0 = fm_seconds();
         for (int i = 0; i < f->count; i++) cpu_matmul(y, x, 1, &f->mats[i]);
-        double dt = now() - t0;
+        double dt = fm_seconds() - t0;
         if (p > 0 && dt < best) best = dt;
     }
     return best;
@@ -148,9 +115,9 @@ static double decode_seconds(const format_set *f, const float *x, float *y, int 
 static double prefill_seconds(const format_set *f, const float *x, float *y, int T, int n_mats, int passes) {
     double best = 1e30;
     for (int p = 0; p <= passes; p++) {
-        double t0 = now();
+        double t0 = fm_seconds();
         for (int i = 0; i < n_mats; i++) cpu_matmul(y, x, T, &f->mats[i]);
-        double dt = now() - t0;
+        double dt = fm_seconds() - t0;
         if (p > 0 && dt < best) best = dt;
     }
     return best;
@@ -172,7 +139,7 @@ int main(int argc, char **argv) {
     const int T = 64, prefill_mats = 2;
     printf("flashmoe quantized kernel benchmark\n");
     printf("threads        %d\n", omp_get_max_threads());
-    const double bw = memory_read_gbps();
+    const double bw = bench_memory_read_gbps();
     printf("memory read    %.1f GB/s (1 GiB buffer, all threads, best of 5)\n", bw);
     printf("decode         %dx%d matrices cycled, >= %d MiB per format, best of %d passes\n", dim, dim, mib, passes);
     printf("prefill        T=%d on %d matrices, best of %d\n\n", T, prefill_mats, passes);

@@ -20,6 +20,7 @@
  *     per token): the disk moving exactly what this run read, with no overlap
  *     of reading and computing. The no-cache bound reads all K experts of
  *     every MoE layer each token. Peak RSS is VmHWM against --memory-budget. */
+#include "bench_common.h"
 #include "flashmoe.h"
 
 #include <dirent.h>
@@ -36,12 +37,6 @@
 #include <unistd.h>
 
 #define BLOCK ((size_t)8 << 20)
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* 8G, 512M, 1.5GiB, 1e9 → bytes; 0 if not a size. */
 static uint64_t parse_size(const char *text) {
@@ -138,14 +133,14 @@ static double raw_read_gbps(const char *path, uint64_t limit, uint64_t *bytes) {
         return 0;
     }
     uint64_t done = 0;
-    double t0 = now();
+    double t0 = fm_seconds();
     while (done < limit) {
         ssize_t r = pread(fd, buf, BLOCK, (off_t)done);
         if (r <= 0) break;
         done += (uint64_t)r;
         if ((size_t)r < BLOCK) break;
     }
-    double dt = now() - t0;
+    double dt = fm_seconds() - t0;
     free(buf);
     close(fd);
     *bytes = done;
@@ -280,9 +275,9 @@ int main(int argc, char **argv) {
     /* 3. open, prefill, decode */
     fm_model *m;
     fm_session *s;
-    double t_open = now();
+    double t_open = fm_seconds();
     if (fm_model_open(dir, &mo, &m) != FM_OK) fail("open");
-    t_open = now() - t_open;
+    t_open = fm_seconds() - t_open;
     const fm_model_info *in = fm_model_get_info(m);
     int n_moe = 0;
     for (int i = 0; i < in->n_layers; i++) n_moe += fm_model_layer_is_moe(m, i);
@@ -306,21 +301,21 @@ int main(int argc, char **argv) {
         r ^= r << 17;
         prompt[i] = (int32_t)(r % (uint64_t)in->vocab_size);
     }
-    double t0 = now();
+    double t0 = fm_seconds();
     if (fm_session_eval(s, prompt, n_prompt, FM_LOGITS_LAST, logits) != FM_OK) fail("prefill");
-    double prefill_s = now() - t0;
+    double prefill_s = fm_seconds() - t0;
     totals pre = get_totals(s);
     for (int i = 0; i < n_prompt; i++) fm_sampler_accept(greedy, prompt[i]);
 
     fm_session_reset_timing(s);
     long maj0 = major_faults();
-    t0 = now();
+    t0 = fm_seconds();
     for (int i = 0; i < n_decode; i++) {
         int32_t tok = fm_sampler_sample(greedy, logits);
         fm_sampler_accept(greedy, tok);
         if (fm_session_eval(s, &tok, 1, FM_LOGITS_LAST, logits) != FM_OK) fail("decode");
     }
-    double decode_s = now() - t0;
+    double decode_s = fm_seconds() - t0;
     long maj = major_faults() - maj0;
     totals d = get_totals(s);
     uint64_t hwm = proc_status("VmHWM"), rss = proc_status("VmRSS");

@@ -4,6 +4,7 @@
  *   bench_tokenizer --tokenizer PATH [--size MB] [--write-corpus F] [--ids-out F] [--corpus F]
  * --write-corpus saves the corpus so that another tokenizer (bench/hf_tokenizer_bench.py)
  * can encode the very same bytes; --ids-out writes the ids as int32 little-endian. */
+#include "bench_common.h"
 #include "flashmoe.h"
 
 #include <glob.h>
@@ -13,12 +14,6 @@
 #include <string.h>
 #include <time.h>
 #include <utf8proc.h>
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static uint64_t rng = 0x1234567;
 static uint32_t next_u32(void) {
@@ -135,12 +130,12 @@ int main(int argc, char **argv) {
         double best = 1e30;
         for (int rep = 0; rep < 3; rep++) {
             free(ids);
-            double t0 = now();
+            double t0 = fm_seconds();
             if (fm_tokenizer_encode(tok, text, len, &ids, &n) != FM_OK) {
                 fprintf(stderr, "bench_tokenizer: %s\n", fm_last_error());
                 return 1;
             }
-            double dt = now() - t0;
+            double dt = fm_seconds() - t0;
             if (dt < best) best = dt;
         }
         printf("flashmoe       %2d thread%s  %8.2f MB/s  (%d tokens, best of 3: %.3f s)\n", t, t > 1 ? "s" : " ",

@@ -18,6 +18,7 @@
  *     logits of the position before it.
  * Prints a table and one machine-readable line starting "quality:". --ppl-only
  * skips generation (rates print as nan); -v prints every miss. */
+#include "bench_common.h"
 #include "flashmoe.h"
 
 #include <cjson/cJSON.h>
@@ -31,12 +32,6 @@
 #define MAX_NEW 128
 #define ASSISTANT_OPEN "<|im_start|>assistant\n"
 #define TURN_END "<|im_end|>"
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static void die(const char *fmt, ...) {
     va_list ap;
@@ -94,9 +89,9 @@ static char *generate(evaluator *e, const char *prompt) {
     int n = 0;
     check(fm_tokenizer_encode(e->tok, prompt, strlen(prompt), &ids, &n), "encode");
     fm_session_reset(e->sess);
-    double t0 = now();
+    double t0 = fm_seconds();
     check(fm_session_eval(e->sess, ids, n, FM_LOGITS_LAST, e->logits), "prefill");
-    double t1 = now();
+    double t1 = fm_seconds();
     e->prefill_s += t1 - t0;
     e->prefill_tokens += n;
     int32_t gen[MAX_NEW];
@@ -111,7 +106,7 @@ static char *generate(evaluator *e, const char *prompt) {
         check(fm_session_eval(e->sess, &best, 1, FM_LOGITS_LAST, e->logits), "decode");
         n_fed++;
     }
-    e->decode_s += now() - t1;
+    e->decode_s += fm_seconds() - t1;
     e->decode_tokens += n_fed + 1; /* tokens sampled: the fed ones and the last (end or 128th) */
     char *text = NULL;
     size_t len;
@@ -215,9 +210,9 @@ static void conversation_nll(evaluator *e, const char *text, double *nll, long *
         if (!e->all_logits) die("out of memory");
     }
     fm_session_reset(e->sess);
-    double t0 = now();
+    double t0 = fm_seconds();
     check(fm_session_eval(e->sess, ids, n, FM_LOGITS_ALL, e->all_logits), "eval");
-    e->ppl_s += now() - t0;
+    e->ppl_s += fm_seconds() - t0;
     e->ppl_tokens += n;
     for (int k = 1; k < n; k++) {
         if (!in_span[start[k]]) continue;
@@ -289,7 +284,7 @@ int main(int argc, char **argv) {
     if (!model_dir || !data) usage();
 
     evaluator e = {0};
-    double t_open = now();
+    double t_open = fm_seconds();
     check(fm_model_open(model_dir, &mo, &e.model), model_dir);
     e.info = fm_model_get_info(e.model);
     e.V = e.info->vocab_size;
@@ -303,7 +298,7 @@ int main(int argc, char **argv) {
     if (im_end >= 0) e.eos[e.n_eos++] = im_end;
     e.logits = malloc((size_t)e.V * sizeof *e.logits);
     if (!e.logits) die("out of memory");
-    t_open = now() - t_open;
+    t_open = fm_seconds() - t_open;
 
     /* The first per_kind records of each kind, in file order. */
     FILE *f = fopen(data, "rb");
@@ -340,7 +335,7 @@ int main(int argc, char **argv) {
     /* Generation. */
     int def_exact[N_KINDS] = {0}, def_format[N_KINDS] = {0};
     int calc_emitted = 0, calc_parses = 0, calc_args = 0, calc_final = 0, calc_e2e = 0;
-    double t_gen = now();
+    double t_gen = fm_seconds();
     for (int k = 0; k < N_KINDS && generate_too; k++)
         for (int i = 0; i < n_recs[k]; i++) {
             cJSON *r = recs[k][i];
@@ -393,13 +388,13 @@ int main(int argc, char **argv) {
             free(out);
             free(prompt);
         }
-    t_gen = now() - t_gen;
+    t_gen = fm_seconds() - t_gen;
 
     /* Perplexity over assistant tokens. */
     double nll = 0, kind_nll[N_KINDS] = {0};
     long n_tok = 0, kind_tok[N_KINDS] = {0};
     int n_conv = 0;
-    double t_ppl = now();
+    double t_ppl = fm_seconds();
     for (int k = 0; k < N_KINDS; k++) {
         for (int i = 0; i < n_recs[k]; i++) {
             const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(recs[k][i], "messages");
@@ -412,7 +407,7 @@ int main(int argc, char **argv) {
         nll += kind_nll[k];
         n_tok += kind_tok[k];
     }
-    t_ppl = now() - t_ppl;
+    t_ppl = fm_seconds() - t_ppl;
     double ppl = n_tok ? exp(nll / (double)n_tok) : NAN;
 
     /* Report. */

@@ -21,6 +21,7 @@
  * every expert's expert_bytes and of the dense file). Every file is written
  * under NAME.tmp and renamed when complete and synced. Free disk space is
  * checked first. */
+#include "core/clock.h"
 #include "synth_common.h"
 
 #include "core/error.h"
@@ -43,12 +44,6 @@
 #define BATCH_BYTES ((size_t)64 << 20) /* experts per write: at least this many bytes */
 #define DENSE_CHUNK ((size_t)32 << 20) /* bytes of the dense file per write */
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 /* splitmix64: turns (stream id) into a well-mixed non-zero xorshift seed. */
 static uint64_t seed_of(uint64_t seed, uint64_t a, uint64_t b) {
     uint64_t z = seed + a * 0x9E3779B97F4A7C15ull + b * 0xD1B54A32D192ED03ull + 0x632BE59BD9B4E019ull;
@@ -66,7 +61,7 @@ static struct {
 } prog;
 
 static void progress(const char *what, int force) {
-    double t = now();
+    double t = fm_seconds();
     if (!force && t - prog.t_last < 0.5) return;
     prog.t_last = t;
     double el = t - prog.t0, rate = el > 0 ? prog.done / el : 0;
@@ -478,7 +473,7 @@ int main(int argc, char **argv) {
         snprintf(gen, sizeof gen, "{\n  \"eos_token_id\": %d,\n  \"do_sample\": false\n}\n", sc.vocab - 1);
     if (synth_write_config(dir, &sc) || synth_write_text(dir, "generation_config.json", gen)) return 1;
 
-    prog.t0 = prog.t_last = now();
+    prog.t0 = prog.t_last = fm_seconds();
     uint64_t dense_hash = 0, dense_bytes = 0;
     if (write_dense(dir, ts, n_ts, dense_bits, group, seed, direct, &dense_hash, &dense_bytes)) return 1;
 
@@ -514,7 +509,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "synth_packed: %s\n", fm_last_error());
         return 1;
     }
-    double el = now() - prog.t0;
+    double el = fm_seconds() - prog.t0;
     printf("%s: %d layers, %d experts (top %d), %d-bit experts, %.2f GB in %.1f s (%.0f MB/s)\n", dir, sc.layers,
            sc.experts, sc.top_k, bits, prog.total / 1e9, el, prog.total / el / 1e6);
     man.source = NULL;
