@@ -4,7 +4,7 @@
  * read bandwidth measured in the same run (all threads summing a 1 GiB buffer,
  * best of 5); plus T=64 (prefill) throughput in GFLOP/s. One line per code
  * path the CPU supports (cpu_set_isa: scalar, avx2, avx512 float paths and the
- * vnni integer path); bf16 uses the plain kernel.
+ * vnni, avxvnni, avx2int integer paths); bf16 uses the plain kernel.
  *   bench_qkernels [-s MIB] [-r PASSES] [-t THREADS] [-n DIM]
  * Decode cycles through a set of DIM×DIM matrices (default 4096) totalling at
  * least MIB (default 2048) per format, far beyond the caches, so every pass
@@ -149,7 +149,7 @@ int main(int argc, char **argv) {
     uint64_t s = 42;
     for (size_t i = 0; i < (size_t)T * dim; i++) x[i] = (float)((xorshift(&s) >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
 
-    static const char *isas[] = {"scalar", "avx2", "avx512", "vnni"};
+    static const char *isas[] = {"scalar", "avx2", "avx512", "vnni", "avxvnni", "avx2int"};
     format_set sets[] = {{.name = "q8 g64", .bits = 8}, {.name = "q4 g64", .bits = 4}, {.name = "q2 g64", .bits = 2},
                          {.name = "bf16", .bits = 0}};
     printf("%-8s %-8s %8s %12s %8s %14s\n", "isa", "format", "MiB", "decode GB/s", "x bw", "T=64 GFLOP/s");

@@ -28,7 +28,7 @@
  *     double-precision product of the dequantized rows: relative L2 ≤ 2e-6
  *     and max rel ≤ 2e-5 (max rel = max_i |got_i − ref_i| / max(|ref_i|,
  *     rms(ref)))
- *   - cpu_matmul, integer path (vnni), on the same data. Per token and weight
+ *   - cpu_matmul, integer paths (vnni, avxvnni, avx2int), on the same data. Per token and weight
  *     group: dx = fl(amax/127), xq = rint(fl(x·fl(127/amax))) (0 when amax <
  *     1e-30), so |x − dx·xq| ≤ dx/2 + 4u|x| (u = FLT_EPSILON); m =
  *     2^(bits−1). The path computes Σ_g s·(dx·Σq·xq + m·(Σx − dx·Σxq)) +
@@ -449,8 +449,9 @@ static void int_reference(const qmat *t, const float *x, int T, double *iref, do
 
 static void test_kernels_all_isas(void **state) {
     (void)state;
-    enum { N_ISA = 4, VNNI = 3, N_T = 4 };
-    static const char *isas[N_ISA] = {"scalar", "avx2", "avx512", "vnni"};
+    enum { N_ISA = 6, N_T = 4 };
+    static const char *isas[N_ISA] = {"scalar", "avx2", "avx512", "vnni", "avxvnni", "avx2int"};
+    static const int is_int[N_ISA] = {0, 0, 0, 1, 1, 1};
     static const int bits_list[] = {2, 4, 8}, groups[] = {32, 64, 128}, Ts[N_T] = {1, 3, 40, 64};
     /* (rows, cols in groups or, when negative, absolute cols) */
     static const int shapes[][2] = {{1, 1}, {7, 1}, {3, 3}, {17, 5}, {65, -512}, {64, -384}, {5, -8192}};
@@ -466,7 +467,8 @@ static void test_kernels_all_isas(void **state) {
         for (int gi = 0; gi < 3; gi++) {
             const int bits = bits_list[bi], group = groups[gi];
             errs worst[N_ISA] = {{0, 0}};
-            double worst_dot = 0, worst_order = 0, worst_bound = 0, pool_se = 0, pool_ss = 0;
+            double worst_dot = 0, worst_order[N_ISA] = {0}, worst_bound[N_ISA] = {0}, pool_se[N_ISA] = {0},
+                   pool_ss[N_ISA] = {0};
             for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
                 const int rows = shapes[si][0], cols = shapes[si][1] > 0 ? shapes[si][1] * group : -shapes[si][1];
                 const int Tmax = 64, ng = cols / group;
@@ -501,7 +503,7 @@ static void test_kernels_all_isas(void **state) {
                         const errs e = compare(y, ref, (size_t)T * rows);
                         worst[ii].l2 = fmax(worst[ii].l2, e.l2);
                         worst[ii].maxrel = fmax(worst[ii].maxrel, e.maxrel);
-                        if (ii != VNNI) {
+                        if (!is_int[ii]) {
                             if (!(e.l2 <= tol_l2) || !(e.maxrel <= tol_max))
                                 fail_msg("%s %d-bit group %d [%d, %d] T=%d: relative L2 %.3e (tol %.0e), max rel %.3e "
                                          "(tol %.0e)",
@@ -509,20 +511,20 @@ static void test_kernels_all_isas(void **state) {
                             continue;
                         }
                         for (size_t i = 0; i < (size_t)T * rows; i++) {
-                            pool_se += ((double)y[i] - ref[i]) * ((double)y[i] - ref[i]);
-                            pool_ss += ref[i] * ref[i];
+                            pool_se[ii] += ((double)y[i] - ref[i]) * ((double)y[i] - ref[i]);
+                            pool_ss[ii] += ref[i] * ref[i];
                             const double order = fabs((double)y[i] - iref[i]), lim_o = gamma * mag[i] + 1e-30;
                             const double err = fabs((double)y[i] - ref[i]), lim_e = eb[i] + gamma * mag[i] + 1e-30;
                             if (!(order <= lim_o))
-                                fail_msg("vnni %d-bit group %d [%d, %d] T=%d output %zu: %.9g vs integer reference %.9g, "
+                                fail_msg("%s %d-bit group %d [%d, %d] T=%d output %zu: %.9g vs integer reference %.9g, "
                                          "|diff| %.3g > γ·A %.3g",
-                                         bits, group, rows, cols, T, i, y[i], iref[i], order, lim_o);
+                                         isas[ii], bits, group, rows, cols, T, i, y[i], iref[i], order, lim_o);
                             if (!(err <= lim_e))
-                                fail_msg("vnni %d-bit group %d [%d, %d] T=%d output %zu: %.9g vs %.9g, |err| %.3g > bound "
+                                fail_msg("%s %d-bit group %d [%d, %d] T=%d output %zu: %.9g vs %.9g, |err| %.3g > bound "
                                          "%.3g",
-                                         bits, group, rows, cols, T, i, y[i], ref[i], err, lim_e);
-                            worst_order = fmax(worst_order, order / lim_o);
-                            worst_bound = fmax(worst_bound, err / lim_e);
+                                         isas[ii], bits, group, rows, cols, T, i, y[i], ref[i], err, lim_e);
+                            worst_order[ii] = fmax(worst_order[ii], order / lim_o);
+                            worst_bound[ii] = fmax(worst_bound[ii], err / lim_e);
                         }
                     }
                 }
@@ -544,12 +546,13 @@ static void test_kernels_all_isas(void **state) {
             for (int ii = 0; ii < N_ISA; ii++)
                 if (have[ii]) printf(" %s L2 %.1e max %.1e;", isas[ii], worst[ii].l2, worst[ii].maxrel);
             printf(" dot_row max %.1e\n", worst_dot);
-            if (have[VNNI]) {
-                const double l2 = sqrt(pool_se / pool_ss);
-                printf("      vnni: relative L2 over all outputs %.2e; |got − iref| ≤ %.3f·γA, |got − ref| ≤ %.3f·bound\n",
-                       l2, worst_order, worst_bound);
+            for (int ii = 0; ii < N_ISA; ii++) {
+                if (!have[ii] || !is_int[ii]) continue;
+                const double l2 = sqrt(pool_se[ii] / pool_ss[ii]);
+                printf("      %-7s: relative L2 over all outputs %.2e; |got − iref| ≤ %.3f·γA, |got − ref| ≤ %.3f·bound\n",
+                       isas[ii], l2, worst_order[ii], worst_bound[ii]);
                 if (!(l2 <= tol_vnni_l2))
-                    fail_msg("vnni %d-bit group %d: relative L2 over all outputs %.3e > %.0e", bits, group, l2,
+                    fail_msg("%s %d-bit group %d: relative L2 over all outputs %.3e > %.0e", isas[ii], bits, group, l2,
                              tol_vnni_l2);
             }
         }
@@ -559,8 +562,10 @@ static void test_kernels_all_isas(void **state) {
 /* Every path bit-exact on data whose products and sums are exact in float32. */
 static void test_kernels_exact(void **state) {
     (void)state;
-    static const char *isas[] = {"scalar", "avx2", "avx512", "vnni"};
-    static const int bits_list[] = {2, 4, 8}, groups[] = {32, 64, 128}, Ts[] = {1, 2, 7, 8, 20, 64};
+    enum { N_ISA = 6 };
+    static const char *isas[N_ISA] = {"scalar", "avx2", "avx512", "vnni", "avxvnni", "avx2int"};
+    static const int is_int[N_ISA] = {0, 0, 0, 1, 1, 1};
+    static const int bits_list[] = {2, 4, 8}, groups[] = {32, 64, 128}, Ts[] = {1, 2, 7, 8, 9, 20, 64};
     static const int shapes[][2] = {{1, 1}, {7, 1}, {3, 3}, {17, 5}, {65, -512}, {6, -1024}};
     uint64_t seed = 0x5eed0005;
     int n_isa = 0;
@@ -617,7 +622,7 @@ static void test_kernels_exact(void **state) {
                         assert_true((double)exact[(size_t)tt * rows + r] == sum);
                     }
                 n_isa = 0;
-                for (int ii = 0; ii < 4; ii++) {
+                for (int ii = 0; ii < N_ISA; ii++) {
                     if (cpu_set_isa(isas[ii])) continue;
                     n_isa++;
                     for (size_t ti = 0; ti < sizeof Ts / sizeof *Ts; ti++) {
@@ -629,19 +634,21 @@ static void test_kernels_exact(void **state) {
                                 fail_msg("%s %d-bit group %d [%d, %d] T=%d output %zu (token %zu row %zu): %.9g, exact %.9g",
                                          isas[ii], bits, group, rows, cols, T, i, i / rows, i % rows, y[i], exact[i]);
                     }
-                    if (ii == 3) { /* vnni: NaN in token 1 → all of token 1's outputs non-finite, others unchanged */
+                    if (is_int[ii]) { /* NaN in token 1 → all of token 1's outputs non-finite, others unchanged */
+                        const float saved = x[(size_t)cols + (size_t)cols / 2];
                         x[(size_t)cols + (size_t)cols / 2] = NAN;
                         for (int T = 1; T <= 20; T += 19) {
                             cpu_matmul(y, x, T, &m);
                             for (int r = 0; r < rows; r++) {
                                 if (T > 1 && isfinite(y[(size_t)rows + r]))
-                                    fail_msg("vnni: NaN input gave %g (row %d, T %d)", y[(size_t)rows + r], r, T);
-                                if (y[r] != exact[r]) fail_msg("vnni: NaN in token 1 changed token 0, row %d", r);
+                                    fail_msg("%s: NaN input gave %g (row %d, T %d)", isas[ii], y[(size_t)rows + r], r, T);
+                                if (y[r] != exact[r]) fail_msg("%s: NaN in token 1 changed token 0, row %d", isas[ii], r);
                             }
                         }
                         cpu_matmul(y, x + cols, 1, &m);
                         for (int r = 0; r < rows; r++)
-                            if (isfinite(y[r])) fail_msg("vnni: NaN input gave %g (row %d, T 1)", y[r], r);
+                            if (isfinite(y[r])) fail_msg("%s: NaN input gave %g (row %d, T 1)", isas[ii], y[r], r);
+                        x[(size_t)cols + (size_t)cols / 2] = saved; /* the next path needs the exact data back */
                     }
                 }
                 free_kept();

@@ -34,8 +34,8 @@
 
 /* ---- code path selection ------------------------------------------------ */
 
-enum { ISA_SCALAR, ISA_AVX2, ISA_AVX512, ISA_VNNI, ISA_COUNT };
-static const char *const isa_names[ISA_COUNT] = {"scalar", "avx2", "avx512", "vnni"};
+enum { ISA_SCALAR, ISA_AVX2, ISA_AVX512, ISA_VNNI, ISA_AVXVNNI, ISA_AVX2INT, ISA_COUNT };
+static const char *const isa_names[ISA_COUNT] = {"scalar", "avx2", "avx512", "vnni", "avxvnni", "avx2int"};
 static int isa_cur, isa_best;
 static pthread_once_t isa_once = PTHREAD_ONCE_INIT;
 
@@ -48,7 +48,9 @@ static int isa_supported(int isa) {
     const int avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                        __builtin_cpu_supports("avx512vl");
     if (isa == ISA_AVX512) return avx512;
-    if (isa == ISA_VNNI) return avx512 && fm_qvnni_supported();
+    if (isa == ISA_VNNI) return avx512 && fm_qint_supported(FM_QINT_VNNI);
+    if (isa == ISA_AVXVNNI) return avx2 && fm_qint_supported(FM_QINT_AVXVNNI);
+    if (isa == ISA_AVX2INT) return avx2 && fm_qint_supported(FM_QINT_AVX2);
 #endif
     return 0;
 }
@@ -60,10 +62,12 @@ static int isa_from_name(const char *name) {
 }
 
 static void isa_init(void) {
-    isa_best = isa_supported(ISA_VNNI)     ? ISA_VNNI
-               : isa_supported(ISA_AVX512) ? ISA_AVX512
-               : isa_supported(ISA_AVX2)   ? ISA_AVX2
-                                           : ISA_SCALAR;
+    isa_best = isa_supported(ISA_VNNI)      ? ISA_VNNI
+               : isa_supported(ISA_AVXVNNI) ? ISA_AVXVNNI
+               : isa_supported(ISA_AVX512)  ? ISA_AVX512
+               : isa_supported(ISA_AVX2INT) ? ISA_AVX2INT
+               : isa_supported(ISA_AVX2)    ? ISA_AVX2
+                                            : ISA_SCALAR;
     const char *env = getenv("FM_ISA");
     const int want = env && *env ? isa_from_name(env) : -1;
     isa_cur = want >= 0 && isa_supported(want) ? want : isa_best;
@@ -459,7 +463,7 @@ static const isa_ops *current_ops(void) {
     pthread_once(&isa_once, isa_init);
 #if QK_X86
     if (isa_cur == ISA_AVX512 || isa_cur == ISA_VNNI) return &ops_avx512; /* VNNI: fallback only */
-    if (isa_cur == ISA_AVX2) return &ops_avx2;
+    if (isa_cur == ISA_AVX2 || isa_cur == ISA_AVXVNNI || isa_cur == ISA_AVX2INT) return &ops_avx2; /* int: fallback */
 #endif
     return &ops_scalar;
 }
@@ -505,8 +509,12 @@ static void qmatmul_fallback(float *y, const float *x, int T, const qview *v) {
 void cpu_qmatmul(float *y, const float *x, int T, const fm_mat *W) {
     const qview v = view_of(W);
     const isa_ops *ops = current_ops();
-    /* The integer path; without scratch memory, the exact AVX-512 one. */
-    if (isa_cur == ISA_VNNI && !fm_qvnni_matmul(y, x, T, v.q, v.s, v.b, v.rows, v.cols, v.bits, v.group)) return;
+    /* The integer paths; without scratch memory, the exact float path of the same width. */
+    const int ik = isa_cur == ISA_VNNI ? FM_QINT_VNNI
+                   : isa_cur == ISA_AVXVNNI ? FM_QINT_AVXVNNI
+                   : isa_cur == ISA_AVX2INT ? FM_QINT_AVX2
+                                            : -1;
+    if (ik >= 0 && !fm_qint_matmul(ik, y, x, T, v.q, v.s, v.b, v.rows, v.cols, v.bits, v.group)) return;
     const int L = ops->lanes, cpw = 32 / v.bits;
     const int nch = (v.wpr + L - 1) / L;
     const size_t n = (size_t)nch * L * cpw; /* padded row length in lane order (= cols when L = 1) */

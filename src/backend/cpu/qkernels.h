@@ -16,23 +16,29 @@
  * random data; see qkernels_vnni.c and tests/test_quant.c. Weights are read
  * once per call for any T.
  *
+ * Integer paths of 256 bits, same scheme and numerics (the same integer sums,
+ * exactly): "avxvnni" (AVX2 + AVX-VNNI, e.g. Intel 12th-14th gen) and
+ * "avx2int" (AVX2 only, e.g. AMD Zen 2/3; vpmaddubsw + vpmaddwd, 8-bit codes
+ * split into nibbles so no int16 sum saturates); see qkernels_int256.c.
+ *
  * Paths are chosen at run time: the best one the CPU supports (vnni, then
- * avx512 (F+BW+VL), avx2+FMA, plain C "scalar", the only one on non-x86) is
- * used unless the environment variable FM_ISA (scalar, avx2, avx512, vnni) or
- * cpu_set_isa() asks for another; FM_ISA=avx512 gives the exact float path on
- * a VNNI CPU. Matrix products use all OpenMP threads, rows split across
+ * avxvnni, avx512 (F+BW+VL), avx2int, plain C "scalar", the only one on
+ * non-x86) is used unless the environment variable FM_ISA (scalar, avx2,
+ * avx512, vnni, avxvnni, avx2int) or cpu_set_isa() asks for another;
+ * FM_ISA=avx512 / avx2 give the exact float paths. Matrix products use all OpenMP threads, rows split across
  * threads. */
 #ifndef FM_BACKEND_CPU_QKERNELS_H
 #define FM_BACKEND_CPU_QKERNELS_H
 
 #include "model/model.h"
 
-/* Selects the code path: "scalar", "avx2", "avx512", "vnni", or NULL / "" / "auto"
+/* Selects the code path: "scalar", "avx2", "avx512", "vnni", "avxvnni",
+ * "avx2int", or NULL / "" / "auto"
  * for the best one supported. Returns 0, or -1 (and changes nothing) for an
  * unknown name or a path this CPU cannot run. Not thread-safe against
  * concurrent kernels: call it between products (tests, benchmarks). */
 int cpu_set_isa(const char *name);
-/* The code path in use: "scalar", "avx2", "avx512" or "vnni". */
+/* The code path in use: one of the names above. */
 const char *cpu_isa_name(void);
 
 /* y[T, W.rows] = x[T, W.cols] · Wᵀ for a quantized W (W->bits != 0). */

@@ -17,18 +17,21 @@
  * scaling is the kernels' own (tests/test_quant.c checks both bounds).
  * Non-finite x give non-finite y (through Σx).
  *
- * Layout ("P order"). A chunk is 16 uint32 words (64 bytes) of a row, L =
- * 16·(32/bits) codes; nk = 8/bits. Shifting the chunk right by k·bits and
+ * This file holds the scheme's shared parts (activation quantization, layouts,
+ * the multi-threaded driver) and the AVX-512 kernels; qkernels_int256.c the
+ * 256-bit ones (cw = 8 below: chunks of 8 words, token vectors of 8 tokens).
+ *
+ * Layout ("P order"). A chunk is cw = 16 uint32 words (64 bytes) of a row, L =
+ * cw·(32/bits) codes; nk = 8/bits. Shifting the chunk right by k·bits and
  * masking every byte with 2^bits − 1 gives sub-vector k (k < nk), whose byte j
- * is code j·nk + k of the chunk. Byte j of a chunk position is byte 64·k + j in
- * P order; activations are permuted once per call into P order (from natural
- * order: a byte truncation per 16- or 32-bit element, no shuffles). Lane l
+ * is code j·nk + k of the chunk. Byte j of sub-vector k is byte 4·cw·k + j of
+ * the chunk in P order; activations are permuted once per call into P order. Lane l
  * (4 bytes) of every sub-vector covers the codes of word l, so it lies in one
  * group; decode converts the 16 int32 lane sums of a chunk to float once per
  * chunk (a chunk is one group or more for 4- and 2-bit, half of one for 8-bit
  * group 128) and scales them by s·dx of each lane's group.
  *
- * Prefill (T ≥ 8) swaps the roles of the lanes: 16 tokens per vector. Every
+ * Prefill (T ≥ 8) swaps the roles of the lanes: cw tokens per vector. Every
  * quad (4 bytes of one lane of one sub-vector: 4 codes of one group) of a
  * row is broadcast to all lanes and multiplied with the same quad of 16
  * tokens, so one vpdpbusd adds 4 codes × 16 tokens, and int32 sums are
@@ -59,76 +62,79 @@
 #define QV_PREFETCH 1024
 #endif
 
-int fm_qvnni_supported(void) {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
-           __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+typedef fm_qint_shape shape;
+typedef fm_qint_tokvecs tokvecs;
+
+/* ---- activations (all integer paths) ------------------------------------ */
+
+#define T256 __attribute__((target("avx2,fma")))
+
+T256 static AINL float hsum8(__m256 v) {
+    __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    a = _mm_add_ps(a, _mm_movehl_ps(a, a));
+    a = _mm_add_ss(a, _mm_shuffle_ps(a, a, 1));
+    return _mm_cvtss_f32(a);
 }
 
-/* Shape of one product. */
-typedef struct {
-    int rows, cols, bits, group;
-    int cpw, nk, ng, wpr, nch, wpg; /* codes/word, sub-vectors/chunk, groups, words/row, chunks/row, words/group */
-    size_t np;                      /* codes of a row padded to whole chunks (= bytes in P order) */
-} shape;
+T256 static AINL float hmax8(__m256 v) {
+    __m128 a = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    a = _mm_max_ps(a, _mm_movehl_ps(a, a));
+    a = _mm_max_ss(a, _mm_shuffle_ps(a, a, 1));
+    return _mm_cvtss_f32(a);
+}
 
-/* ---- activations -------------------------------------------------------- */
+T256 static AINL int hsum8i(__m256i v) {
+    __m128i a = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    a = _mm_add_epi32(a, _mm_shuffle_epi32(a, 0x4e));
+    a = _mm_add_epi32(a, _mm_shuffle_epi32(a, 0xb1));
+    return _mm_cvtsi128_si32(a);
+}
 
-/* Quantizes x[cols] into xn (natural order, cols bytes) and dx, cs, sx per group. */
-TV static void quant_token(const shape *sh, const float *x, int8_t *xn, float *dx, float *cs, float *sx) {
+/* Quantizes x[cols] into xn (natural order, cols bytes) and dx, cs, sx per
+ * group (AVX2: the same for every integer path; groups are multiples of 32). */
+T256 static void quant_token(const shape *sh, const float *x, int8_t *xn, float *dx, float *cs, float *sx) {
     const int G = sh->group;
     const float m = (float)(1 << (sh->bits - 1));
+    const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256i lo = _mm256_set1_epi32(-127), fix = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for (int g = 0; g < sh->ng; g++) {
         const float *xg = x + (size_t)g * G;
-        __m512 a = _mm512_setzero_ps(), s = _mm512_setzero_ps();
-        for (int i = 0; i < G; i += 16) {
-            const __m512 v = _mm512_loadu_ps(xg + i);
-            a = _mm512_max_ps(a, _mm512_abs_ps(v));
-            s = _mm512_add_ps(s, v);
+        __m256 a = _mm256_setzero_ps(), s = _mm256_setzero_ps();
+        for (int i = 0; i < G; i += 8) {
+            const __m256 v = _mm256_loadu_ps(xg + i);
+            a = _mm256_max_ps(a, _mm256_and_ps(v, absm));
+            s = _mm256_add_ps(s, v);
         }
-        const float amax = _mm512_reduce_max_ps(a), d = amax / 127.0f;
-        const __m512 id = _mm512_set1_ps(amax >= FM_QVNNI_TINY ? 127.0f / amax : 0.0f);
-        const __m512i lo = _mm512_set1_epi32(-127);
-        __m512i qs = _mm512_setzero_si512();
-        for (int i = 0; i < G; i += 16) {
-            /* Non-finite x convert to INT_MIN; clamp (finite x give [-127, 127] already). */
-            const __m512i qi = _mm512_max_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xg + i), id)), lo);
-            qs = _mm512_add_epi32(qs, qi);
-            _mm_storeu_si128((__m128i *)(xn + (size_t)g * G + i), _mm512_cvtsepi32_epi8(qi));
+        const float amax = hmax8(a), d = amax / 127.0f;
+        const __m256 id = _mm256_set1_ps(amax >= FM_QVNNI_TINY ? 127.0f / amax : 0.0f);
+        __m256i qs = _mm256_setzero_si256();
+        for (int i = 0; i < G; i += 32) {
+            __m256i qi[4];
+            for (int j = 0; j < 4; j++) {
+                /* Non-finite x convert to INT_MIN; clamp (finite x give [-127, 127] already). */
+                qi[j] = _mm256_max_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xg + i + 8 * j), id)), lo);
+                qs = _mm256_add_epi32(qs, qi[j]);
+            }
+            const __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(qi[0], qi[1]), _mm256_packs_epi32(qi[2], qi[3]));
+            _mm256_storeu_si256((__m256i *)(xn + (size_t)g * G + i), _mm256_permutevar8x32_epi32(b, fix));
         }
-        const float sxg = _mm512_reduce_add_ps(s);
+        const float sxg = hsum8(s);
         dx[g] = d;
         sx[g] = sxg;
-        cs[g] = m * (sxg - d * (float)_mm512_reduce_add_epi32(qs));
+        cs[g] = m * (sxg - d * (float)hsum8i(qs));
     }
 }
 
-/* xn (natural order, zero-padded to np) → xp (P order). */
-TV static void permute_token(const shape *sh, const int8_t *xn, int8_t *xp) {
+/* xn (natural order, zero-padded to np) → xp (P order for chunks of cw words). */
+static void permute_token(const shape *sh, const int8_t *xn, int8_t *xp) {
     if (sh->bits == 8) {
         memcpy(xp, xn, sh->np);
         return;
     }
-    for (size_t c0 = 0; c0 < sh->np; c0 += (size_t)64 * sh->nk) {
-        const int8_t *in = xn + c0;
-        int8_t *out = xp + c0;
-        if (sh->bits == 4) {
-            for (int i = 0; i < 2; i++) {
-                const __m512i v = _mm512_loadu_si512(in + 64 * i);
-                _mm256_storeu_si256((__m256i *)(out + 32 * i), _mm512_cvtepi16_epi8(v));
-                _mm256_storeu_si256((__m256i *)(out + 64 + 32 * i), _mm512_cvtepi16_epi8(_mm512_srli_epi16(v, 8)));
-            }
-        } else {
-            for (int i = 0; i < 4; i++) {
-                const __m512i v = _mm512_loadu_si512(in + 64 * i);
-                _mm_storeu_si128((__m128i *)(out + 16 * i), _mm512_cvtepi32_epi8(v));
-                _mm_storeu_si128((__m128i *)(out + 64 + 16 * i), _mm512_cvtepi32_epi8(_mm512_srli_epi32(v, 8)));
-                _mm_storeu_si128((__m128i *)(out + 128 + 16 * i), _mm512_cvtepi32_epi8(_mm512_srli_epi32(v, 16)));
-                _mm_storeu_si128((__m128i *)(out + 192 + 16 * i), _mm512_cvtepi32_epi8(_mm512_srli_epi32(v, 24)));
-            }
-        }
-    }
+    const int nk = sh->nk, sv = 4 * sh->cw; /* bytes per sub-vector */
+    for (size_t c0 = 0; c0 < sh->np; c0 += (size_t)sv * nk)
+        for (int k = 0; k < nk; k++)
+            for (int j = 0; j < sv; j++) xp[c0 + (size_t)sv * k + j] = xn[c0 + (size_t)j * nk + k];
 }
 
 /* ---- decode: one row, one token ----------------------------------------- */
@@ -204,18 +210,6 @@ static AINL int32_t ld32(const uint8_t *p) {
     return v;
 }
 
-/* Byte offset in P order of the quad of word w, sub-vector k. */
-static AINL size_t quad_off(int w, int k, int nk) { return (size_t)(w >> 4) * 64 * nk + (size_t)k * 64 + (size_t)(w & 15) * 4; }
-
-/* Activations of the prefill: per 16 tokens ("token vector"), xT holds
- * cols/4 quads × 16 tokens × 4 bytes in walking order, and dxT, csT, sxT
- * ng × 16 floats (token lanes; padding tokens are zero). */
-typedef struct {
-    const int8_t *xT;
-    const float *dxT, *csT, *sxT;
-    int ntv;
-} tokvecs;
-
 #define DP2(i0, i1, w)                                                                                              \
     do {                                                                                                            \
         const __m512i wb_ = _mm512_set1_epi32(w);                                                                   \
@@ -249,7 +243,7 @@ TV static AINL void tile_pass(const shape *sh, const uint8_t *const ub[4], int n
             const int w0 = g * wpg;
             size_t n = (size_t)g * (G / 4) * 64;
             for (int k = 0; k < nk; k++) {
-                const size_t base = quad_off(w0, k, nk);
+                const size_t base = fm_qint_quad_off(w0, k, nk, 16);
                 for (int li = 0; li < wpg; li++, n += 64) {
                     const size_t o = base + 4 * (size_t)li;
                     const __m512i x0 = _mm512_loadu_si512(xa + n), x1 = two ? _mm512_loadu_si512(xb + n) : x0;
@@ -311,6 +305,37 @@ ROW_FN(2)
 ROW_FN(4)
 ROW_FN(8)
 
+static const fm_qint_kernels kernels_vnni = {
+    .cw = 16,
+    .ub_planes = {[2] = 1, [4] = 1, [8] = 0},
+    .row = {[2] = row_vnni_2, [4] = row_vnni_4, [8] = row_vnni_8},
+    .unpack = {[2] = unpack_row_2, [4] = unpack_row_4, [8] = unpack_row_8}, /* [8]: unused */
+    .tile = {[2] = tile_vnni, [4] = tile_vnni, [8] = tile_vnni},
+};
+
+static const fm_qint_kernels *kernels_of(int kind) {
+    switch (kind) {
+    case FM_QINT_VNNI: return &kernels_vnni;
+    case FM_QINT_AVXVNNI: return fm_qint_kernels_avxvnni();
+    case FM_QINT_AVX2: return fm_qint_kernels_avx2();
+    default: return NULL;
+    }
+}
+
+int fm_qint_supported(int kind) {
+    __builtin_cpu_init();
+    const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (!kernels_of(kind) || !avx2) return 0;
+    switch (kind) {
+    case FM_QINT_VNNI:
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+    case FM_QINT_AVXVNNI: return __builtin_cpu_supports("avxvnni");
+    case FM_QINT_AVX2: return 1;
+    default: return 0;
+    }
+}
+
 static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 
 /* Per-token activations in P order: xp [T][np], dx, cs, sx [T][ng]. */
@@ -319,23 +344,23 @@ typedef struct {
     float *dx, *cs, *sx;
 } tokens;
 
-/* Builds the per-16-token layout of the prefill from the per-token one. */
-TV static void build_tokvecs(const shape *sh, const tokens *tk, int T, int v, int8_t *xT, float *dxT, float *csT,
-                             float *sxT) {
-    const int ng = sh->ng, nk = sh->nk, wpg = sh->wpg;
-    int8_t *o = xT + (size_t)v * sh->cols * 16;
-    const int nt = T - v * 16 < 16 ? T - v * 16 : 16;
+/* Builds the layout of token vector v (cw tokens) of the prefill from the per-token one. */
+static void build_tokvecs(const shape *sh, const tokens *tk, int T, int v, int8_t *xT, float *dxT, float *csT,
+                          float *sxT) {
+    const int ng = sh->ng, nk = sh->nk, wpg = sh->wpg, cw = sh->cw;
+    int8_t *o = xT + (size_t)v * sh->cols * cw;
+    const int nt = T - v * cw < cw ? T - v * cw : cw;
     for (int g = 0; g < ng; g++)
         for (int k = 0; k < nk; k++)
-            for (int li = 0; li < wpg; li++, o += 64) {
-                const size_t off = quad_off(g * wpg + li, k, nk);
-                memset(o, 0, 64);
-                for (int l = 0; l < nt; l++) memcpy(o + 4 * l, tk->xp + (size_t)(v * 16 + l) * sh->np + off, 4);
+            for (int li = 0; li < wpg; li++, o += 4 * cw) {
+                const size_t off = fm_qint_quad_off(g * wpg + li, k, nk, cw);
+                memset(o, 0, (size_t)4 * cw);
+                for (int l = 0; l < nt; l++) memcpy(o + 4 * l, tk->xp + (size_t)(v * cw + l) * sh->np + off, 4);
             }
     for (int g = 0; g < ng; g++) {
-        const size_t a = ((size_t)v * ng + g) * 16;
-        for (int l = 0; l < 16; l++) {
-            const size_t t = (size_t)(v * 16 + l) * ng + g;
+        const size_t a = ((size_t)v * ng + g) * cw;
+        for (int l = 0; l < cw; l++) {
+            const size_t t = (size_t)(v * cw + l) * ng + g;
             dxT[a + l] = l < nt ? tk->dx[t] : 0.0f;
             csT[a + l] = l < nt ? tk->cs[t] : 0.0f;
             sxT[a + l] = l < nt ? tk->sx[t] : 0.0f;
@@ -343,29 +368,32 @@ TV static void build_tokvecs(const shape *sh, const tokens *tk, int T, int v, in
     }
 }
 
-int fm_qvnni_matmul(float *y, const float *x, int T, const uint32_t *q, const uint16_t *scales,
-                    const uint16_t *biases, int rows, int cols, int bits, int group) {
-    if (!fm_qvnni_supported() || (bits != 2 && bits != 4 && bits != 8) || T < 1) return -1;
-    shape sh = {.rows = rows, .cols = cols, .bits = bits, .group = group};
+int fm_qint_matmul(int kind, float *y, const float *x, int T, const uint32_t *q, const uint16_t *scales,
+                   const uint16_t *biases, int rows, int cols, int bits, int group) {
+    if (!fm_qint_supported(kind) || (bits != 2 && bits != 4 && bits != 8) || T < 1) return -1;
+    const fm_qint_kernels *K = kernels_of(kind);
+    const int cw = K->cw;
+    shape sh = {.rows = rows, .cols = cols, .bits = bits, .group = group, .cw = cw};
     sh.cpw = 32 / bits;
     sh.nk = 8 / bits;
     sh.ng = cols / group;
     sh.wpr = (int)((size_t)cols * bits / 32);
-    sh.nch = (sh.wpr + 15) / 16;
+    sh.nch = (sh.wpr + cw - 1) / cw;
     sh.wpg = group / sh.cpw;
-    sh.np = (size_t)sh.nch * 64 * sh.nk;
+    sh.np = (size_t)sh.nch * 4 * cw * sh.nk;
     const int ng = sh.ng;
     const int prefill = T >= 8;
     const int threads = (prefill ? rows >= 16 : (size_t)rows * T >= 64) ? omp_get_max_threads() : 1;
-    const int ntv = (T + 15) / 16;
+    const int ntv = (T + cw - 1) / cw;
+    const int planes = K->ub_planes[bits];
 
     /* One allocation: tokens, per-thread scratch, prefill layout. */
     const size_t sz_xp = align64((size_t)T * sh.np), sz_tf = align64((size_t)T * ng * sizeof(float));
     const size_t sz_xn = align64(sh.np), sz_sf = align64(((size_t)4 * ng + 16) * sizeof(float));
-    const size_t sz_ub = prefill && bits != 8 ? align64(4 * sh.np) : 0;
+    const size_t sz_ub = prefill ? align64((size_t)4 * planes * sh.np) : 0;
     const size_t per_thread = sz_xn + 2 * sz_sf + sz_ub;
-    const size_t sz_xT = prefill ? align64((size_t)ntv * cols * 16) : 0;
-    const size_t sz_vf = prefill ? align64((size_t)ntv * ng * 16 * sizeof(float)) : 0;
+    const size_t sz_xT = prefill ? align64((size_t)ntv * cols * cw) : 0;
+    const size_t sz_vf = prefill ? align64((size_t)ntv * ng * cw * sizeof(float)) : 0;
     const size_t total = sz_xp + 3 * sz_tf + (size_t)threads * per_thread + sz_xT + 3 * sz_vf;
     char *mem = aligned_alloc(64, total);
     if (!mem) return -1;
@@ -381,10 +409,9 @@ int fm_qvnni_matmul(float *y, const float *x, int T, const uint32_t *q, const ui
     p += sz_xT;
     float *dxT = (float *)p, *csT = (float *)(p + sz_vf), *sxT = (float *)(p + 2 * sz_vf);
 
-    float (*row)(const shape *, const uint32_t *, const uint16_t *, const uint16_t *, const int8_t *, const float *,
-                 const float *, const float *, float *) = bits == 2 ? row_vnni_2 : bits == 4 ? row_vnni_4 : row_vnni_8;
-    void (*unpack)(const shape *, const uint32_t *, uint8_t *) =
-        bits == 2 ? unpack_row_2 : bits == 4 ? unpack_row_4 : unpack_row_8;
+    const fm_qint_row_fn row = K->row[bits];
+    const fm_qint_unpack_fn unpack = K->unpack[bits];
+    const fm_qint_tile_fn tile = K->tile[bits];
     const size_t wpr = (size_t)sh.wpr;
 
 #pragma omp parallel num_threads(threads)
@@ -419,18 +446,19 @@ int fm_qvnni_matmul(float *y, const float *x, int T, const uint32_t *q, const ui
                 const uint8_t *ubs[4] = {NULL, NULL, NULL, NULL};
                 for (int j = 0; j < nr; j++) {
                     const uint32_t *qr = q + (size_t)(r + j) * wpr;
-                    if (bits == 8) {
+                    if (!planes) {
                         ubs[j] = (const uint8_t *)qr;
                     } else {
-                        ubs[j] = ub + (size_t)j * sh.np;
-                        unpack(&sh, qr, ub + (size_t)j * sh.np);
+                        uint8_t *u = ub + (size_t)j * planes * sh.np;
+                        unpack(&sh, qr, u);
+                        ubs[j] = u;
                     }
                     for (int g = 0; g < ng; g++) {
                         sf[(size_t)j * ng + g] = fm_bf16_to_f32(scales[(size_t)(r + j) * ng + g]);
                         bf[(size_t)j * ng + g] = fm_bf16_to_f32(biases[(size_t)(r + j) * ng + g]);
                     }
                 }
-                tile_vnni(&sh, ubs, nr, sf, bf, &tvs, T, y, r);
+                tile(&sh, ubs, nr, sf, bf, &tvs, T, y, r);
             }
         }
     }
@@ -438,13 +466,17 @@ int fm_qvnni_matmul(float *y, const float *x, int T, const uint32_t *q, const ui
     return 0;
 }
 
-#else /* no x86 GNU C: no VNNI path */
+#else /* no x86 GNU C: no integer paths */
 
-int fm_qvnni_supported(void) { return 0; }
+int fm_qint_supported(int kind) {
+    (void)kind;
+    return 0;
+}
 
-int fm_qvnni_matmul(float *y, const float *x, int T, const uint32_t *q, const uint16_t *scales,
-                    const uint16_t *biases, int rows, int cols, int bits, int group) {
-    (void)y, (void)x, (void)T, (void)q, (void)scales, (void)biases, (void)rows, (void)cols, (void)bits, (void)group;
+int fm_qint_matmul(int kind, float *y, const float *x, int T, const uint32_t *q, const uint16_t *scales,
+                   const uint16_t *biases, int rows, int cols, int bits, int group) {
+    (void)kind, (void)y, (void)x, (void)T, (void)q, (void)scales, (void)biases, (void)rows, (void)cols, (void)bits,
+        (void)group;
     return -1;
 }
 
