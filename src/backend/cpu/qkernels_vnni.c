@@ -51,6 +51,7 @@
 
 #include "core/dtype.h"
 
+#include <cpuid.h>
 #include <immintrin.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -322,6 +323,13 @@ static const fm_qint_kernels *kernels_of(int kind) {
     }
 }
 
+/* AVX-VNNI (VEX-encoded vpdpbusd): CPUID leaf 7, sub-leaf 1, EAX bit 4. Read
+ * directly: older compilers' __builtin_cpu_supports does not know the name. */
+static int has_avx_vnni(void) {
+    unsigned a, b, c, d;
+    return __get_cpuid_count(7, 1, &a, &b, &c, &d) && ((a >> 4) & 1u);
+}
+
 int fm_qint_supported(int kind) {
     __builtin_cpu_init();
     const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -330,7 +338,7 @@ int fm_qint_supported(int kind) {
     case FM_QINT_VNNI:
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
-    case FM_QINT_AVXVNNI: return __builtin_cpu_supports("avxvnni");
+    case FM_QINT_AVXVNNI: return has_avx_vnni();
     case FM_QINT_AVX2: return 1;
     default: return 0;
     }
