@@ -29,23 +29,8 @@
 
 /* ---- helpers ------------------------------------------------------------ */
 
-/* Allocations of the running test, freed by free_kept(). */
-static void *kept[4096];
-static int n_kept;
-
-static void *keep(void *p) {
-    if (!p) fail_msg("out of memory");
-    if (n_kept == (int)(sizeof kept / sizeof *kept)) fail_msg("too many allocations");
-    kept[n_kept++] = p;
-    return p;
-}
-
-static void free_kept(void) {
-    while (n_kept) free(kept[--n_kept]);
-}
-
-static float *alloc_f(size_t n) { return keep(malloc((n ? n : 1) * sizeof(float))); }
-static double *alloc_d(size_t n) { return keep(calloc(n ? n : 1, sizeof(double))); }
+static float *alloc_f(size_t n) { return test_keep(malloc((n ? n : 1) * sizeof(float))); }
+static double *alloc_d(size_t n) { return test_keep(calloc(n ? n : 1, sizeof(double))); }
 
 /* Uniform in [-scale, scale), never exactly zero. */
 static float rnd(uint64_t *seed, float scale) {
@@ -131,7 +116,7 @@ static tmat new_mat(int rows, int cols, fm_dtype dt, float scale, uint64_t *seed
         t.m.data = t.f;
         return t;
     }
-    uint16_t *raw = keep(malloc((n ? n : 1) * sizeof *raw));
+    uint16_t *raw = test_keep(malloc((n ? n : 1) * sizeof *raw));
     for (size_t i = 0; i < n; i++) {
         const float x = rnd(seed, scale);
         raw[i] = dt == FM_DTYPE_BF16 ? round_to_bf16(x) : round_to_f16(x);
@@ -145,7 +130,7 @@ static tmat new_mat(int rows, int cols, fm_dtype dt, float scale, uint64_t *seed
 static tmat empty_mat(int rows, int cols, fm_dtype dt) {
     tmat t = {.m = {.dtype = dt, .rows = rows, .cols = cols}};
     t.f = alloc_f((size_t)rows * cols);
-    t.m.data = dt == FM_DTYPE_F32 ? (void *)t.f : keep(malloc((size_t)rows * cols * fm_dtype_size(dt)));
+    t.m.data = dt == FM_DTYPE_F32 ? (void *)t.f : test_keep(malloc((size_t)rows * cols * fm_dtype_size(dt)));
     return t;
 }
 
@@ -278,7 +263,7 @@ static void test_bf16_known(void **state) {
  * reference bit for bit, and rounding back gives the pattern again. */
 static void test_all_16bit_patterns(void **state) {
     (void)state;
-    uint16_t *src = keep(malloc(65536 * sizeof *src));
+    uint16_t *src = test_keep(malloc(65536 * sizeof *src));
     float *bulk = alloc_f(65536);
     for (int i = 0; i < 65536; i++) src[i] = (uint16_t)i;
     for (int pass = 0; pass < 2; pass++) {
@@ -323,7 +308,7 @@ static void test_all_16bit_patterns(void **state) {
     assert_int_equal(fm_dtype_size(FM_DTYPE_F16), 2);
     assert_int_equal(fm_dtype_size(FM_DTYPE_BF16), 2);
     assert_int_equal(fm_dtype_size(FM_DTYPE_F32), 4);
-    free_kept();
+    test_free_kept();
 }
 
 /* ---- dot products -------------------------------------------------------- */
@@ -353,7 +338,7 @@ static void test_dot(void **state) {
         /* Symmetric in its arguments. */
         assert_true(cpu_dot(a, b, n) == cpu_dot(b, a, n));
     }
-    free_kept();
+    test_free_kept();
 }
 
 static void test_dot_row(void **state) {
@@ -373,7 +358,7 @@ static void test_dot_row(void **state) {
                 check_scalar(label, cpu_dot_row(&W.m, row, x), want, 1e-5);
             }
         }
-    free_kept();
+    test_free_kept();
 }
 
 /* ---- matmul -------------------------------------------------------------- */
@@ -417,7 +402,7 @@ static void test_matmul(void **state) {
                 for (int i = 0; i < 8; i++) assert_true(y[ny + i] == 1234.5f && y1[rows + i] == 1234.5f);
             }
         }
-    free_kept();
+    test_free_kept();
 }
 
 /* ---- norms, softmax, rope, activations ---------------------------------- */
@@ -451,7 +436,7 @@ static void test_rmsnorm(void **state) {
                 check(label, y, want, (size_t)n, 1e-6, 0);
                 assert_memory_equal(y, inplace, (size_t)n * sizeof *y);
             }
-    free_kept();
+    test_free_kept();
 }
 
 static void ref_softmax(double *p, const float *x, int n) {
@@ -502,7 +487,7 @@ static void test_softmax(void **state) {
     const double e0 = 1.0 / (1.0 + exp(-1.0) + exp(-2.0));
     printf("  cpu_softmax {1000, 999, 998} → %.7f %.7f %.7f\n", big[0], big[1], big[2]);
     assert_true(fabs(big[0] - e0) <= 1e-6 && fabs(big[1] - e0 * exp(-1.0)) <= 1e-6);
-    free_kept();
+    test_free_kept();
 }
 
 static void test_rope(void **state) {
@@ -535,7 +520,7 @@ static void test_rope(void **state) {
             assert_memory_equal(x + 2 * half, orig + 2 * half, (size_t)extra * sizeof *x);
             if (positions[pi] == 0) assert_memory_equal(x, orig, (size_t)n * sizeof *x);
         }
-    free_kept();
+    test_free_kept();
 }
 
 static void test_activations(void **state) {
@@ -587,7 +572,7 @@ static void test_activations(void **state) {
     assert_true(cpu_silu(1000.0f) == 1000.0f && cpu_silu(-1000.0f) == 0.0f);
     printf("  softplus(20) = %.9g, softplus(20⁺) = %.9g, softplus(-100) = %g\n", cpu_softplus(20.0f),
            cpu_softplus(nextafterf(20.0f, INFINITY)), cpu_softplus(-100.0f));
-    free_kept();
+    test_free_kept();
 }
 
 /* ---- blocks on a hand-built one-layer model ----------------------------- */
@@ -755,7 +740,7 @@ static fm_session *attn_session(tiny_model *tm, int T, uint64_t *seed) {
     fm_session_options o = {.max_context = T};
     fm_session *s = NULL;
     if (fm_session_new(&tm->m, &o, &s) != FM_OK) fail_msg("fm_session_new: %s", fm_last_error());
-    int32_t *tokens = keep(calloc((size_t)T, sizeof *tokens));
+    int32_t *tokens = test_keep(calloc((size_t)T, sizeof *tokens));
     if (fm_session_eval(s, tokens, T, FM_LOGITS_NONE, NULL) != FM_OK) fail_msg("fm_session_eval: %s", fm_last_error());
     assert_int_equal(s->kv_capacity, T);
     assert_non_null(s->k_cache[0]);
@@ -826,7 +811,7 @@ static void test_attention(void **state) {
         check_same(label, chunked + (size_t)(T - 1) * H, one + (size_t)(T - 1) * H, (size_t)H, 1e-6);
         snprintf(label, sizeof label, "attention all rows, %s vs one", cl);
         check_same(label, chunked, one, (size_t)T * H, 1e-6);
-        free_kept();
+        test_free_kept();
     }
 }
 
@@ -1030,7 +1015,7 @@ static void test_deltanet(void **state) {
         check_same(label, chunked + (size_t)(T - 1) * H, one + (size_t)(T - 1) * H, (size_t)H, 1e-6);
         snprintf(label, sizeof label, "deltanet all rows, %s vs one", cl);
         check_same(label, chunked, one, (size_t)T * H, 1e-6);
-        free_kept();
+        test_free_kept();
     }
 }
 
@@ -1099,8 +1084,8 @@ static void test_moe(void **state) {
         c->router_renormalize = mc->renorm;
         c->has_shared_expert = mc->shared;
         tmat router = {0}, sgate = {0};
-        tffn *experts = keep(calloc((size_t)(E ? E : 1), sizeof *experts)), shared = {0}, dense = {0};
-        fm_ffn *ex = keep(calloc((size_t)(E ? E : 1), sizeof *ex));
+        tffn *experts = test_keep(calloc((size_t)(E ? E : 1), sizeof *experts)), shared = {0}, dense = {0};
+        fm_ffn *ex = test_keep(calloc((size_t)(E ? E : 1), sizeof *ex));
         if (mc->moe) {
             router = new_mat(E, H, mc->dt, 4.0f / sqrtf((float)H), &seed);
             for (int e = 2; mc->ties && e < E; e += 2) copy_row(&router, e, &router, 0);
@@ -1123,7 +1108,7 @@ static void test_moe(void **state) {
 
         float *X = rand_vec((size_t)T * H, 1.0f, &seed);
         double *want = alloc_d((size_t)T * H), *x = alloc_d((size_t)H), *p = alloc_d((size_t)(E ? E : 1));
-        int *sel = keep(calloc((size_t)(K ? K : 1), sizeof *sel));
+        int *sel = test_keep(calloc((size_t)(K ? K : 1), sizeof *sel));
         double min_margin = INFINITY;
         for (int t = 0; t < T; t++) {
             double *y = want + (size_t)t * H;
@@ -1164,7 +1149,7 @@ static void test_moe(void **state) {
         }
 
         float *one = alloc_f((size_t)T * H), *rows = alloc_f((size_t)T * H);
-        int *ones = keep(calloc((size_t)T + 1, sizeof *ones));
+        int *ones = test_keep(calloc((size_t)T + 1, sizeof *ones));
         for (int t = 0; t < T; t++) ones[t] = 1;
         fm_session *s = tiny_session(&tm);
         run_block(s, moe_block, X, T, NULL, one);
@@ -1179,7 +1164,7 @@ static void test_moe(void **state) {
         check("moe one call", one, want, (size_t)T * H, 1e-5, 0);
         check("moe one token per call", rows, want, (size_t)T * H, 1e-5, 0);
         check_same("moe token-per-call vs one call", rows, one, (size_t)T * H, 1e-6);
-        free_kept();
+        test_free_kept();
     }
 }
 

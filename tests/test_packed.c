@@ -68,6 +68,16 @@ static const char *packed_dense(const char *name, int bits, int dense_bits) {
 
 static const char *packed(const char *name, int bits) { return packed_dense(name, bits, 0); }
 
+/* A fixture's reference.safetensors (transformers' outputs). */
+static st_file *open_reference(const char *name) {
+    char ref[1100];
+    fixture_dir(ref, sizeof ref, name);
+    strncat(ref, "/reference.safetensors", sizeof ref - strlen(ref) - 1);
+    st_file *rf;
+    if (st_file_open(ref, &rf) != FM_OK) fail_msg("%s", fm_last_error());
+    return rf;
+}
+
 typedef struct {
     int n, V;
     int32_t *ids;
@@ -76,11 +86,7 @@ typedef struct {
 
 /* Logits of every position of the reference's full_ids (prompt + greedy continuation). */
 static run_result run_model(const char *dir, const fm_model_options *mo, const char *ref_name) {
-    char ref[1100];
-    fixture_dir(ref, sizeof ref, ref_name);
-    strncat(ref, "/reference.safetensors", sizeof ref - strlen(ref) - 1);
-    st_file *rf;
-    if (st_file_open(ref, &rf) != FM_OK) fail_msg("%s", fm_last_error());
+    st_file *rf = open_reference(ref_name);
     const st_tensor *full = ref_tensor(rf, "full_ids");
     run_result r = {.n = (int)full->shape[0]};
     r.ids = malloc((size_t)r.n * sizeof *r.ids);
@@ -118,11 +124,7 @@ static void assert_identical(const char *label, const run_result *a, const run_r
 
 /* Reference full_logits of a fixture (malloc'd copy). */
 static float *reference_logits(const char *name, int *n, int *V) {
-    char ref[1100];
-    fixture_dir(ref, sizeof ref, name);
-    strncat(ref, "/reference.safetensors", sizeof ref - strlen(ref) - 1);
-    st_file *rf;
-    if (st_file_open(ref, &rf) != FM_OK) fail_msg("%s", fm_last_error());
+    st_file *rf = open_reference(name);
     const st_tensor *t = ref_tensor(rf, "full_logits");
     *n = (int)t->shape[0];
     *V = (int)t->shape[1];

@@ -73,21 +73,7 @@
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static void *kept[256];
-static int n_kept;
-
-static void *keep(void *p) {
-    if (!p) fail_msg("out of memory");
-    if (n_kept == (int)(sizeof kept / sizeof *kept)) fail_msg("too many allocations");
-    kept[n_kept++] = p;
-    return p;
-}
-
-static void free_kept(void) {
-    while (n_kept) free(kept[--n_kept]);
-}
-
-static void *alloc(size_t n) { return keep(malloc(n ? n : 1)); }
+static void *alloc(size_t n) { return test_keep(malloc(n ? n : 1)); }
 
 /* Uniform in [lo, hi), never exactly zero. */
 static float rnd_range(uint64_t *seed, float lo, float hi) {
@@ -309,7 +295,7 @@ static void test_roundtrip_random(void **state) {
                 }
             }
             printf("  %d-bit group %3d: max |w − deq| = %.3f·|scale|\n", bits, group, worst);
-            free_kept();
+            test_free_kept();
         }
 }
 
@@ -371,7 +357,7 @@ static void test_requant_4_to_2(void **state) {
         printf("  group %3d: |w − d2| ≤ %.2f of the bound; relative RMS error of 2-bit %.3f\n", group, worst,
                sqrt(se / ss));
     }
-    free_kept();
+    test_free_kept();
 }
 
 /* ---- kernels ------------------------------------------------------------ */
@@ -540,7 +526,7 @@ static void test_kernels_all_isas(void **state) {
                                  rows, cols, r, d, ref[r], e, tol_max);
                     worst_dot = fmax(worst_dot, e);
                 }
-                free_kept();
+                test_free_kept();
             }
             printf("  %d-bit group %3d:", bits, group);
             for (int ii = 0; ii < N_ISA; ii++)
@@ -651,7 +637,7 @@ static void test_kernels_exact(void **state) {
                         x[(size_t)cols + (size_t)cols / 2] = saved; /* the next path needs the exact data back */
                     }
                 }
-                free_kept();
+                test_free_kept();
             }
     printf("  %d paths bit-exact on exactly representable data (2/4/8-bit, groups 32/64/128, T 1..64)\n", n_isa);
     assert_int_equal(cpu_set_isa(NULL), 0);
@@ -700,7 +686,7 @@ static void test_mat_row_f32(void **state) {
     fm_mat mh = {.data = h, .dtype = FM_DTYPE_F16, .rows = rows, .cols = cols};
     cpu_mat_row_f32(&mh, 2, out);
     for (int c = 0; c < cols; c++) assert_true(out[c] == fm_f16_to_f32(h[2 * cols + c]));
-    free_kept();
+    test_free_kept();
 }
 
 int main(void) {

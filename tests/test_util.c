@@ -83,3 +83,17 @@ char *read_text_file(const char *path) {
     fclose(f);
     return text;
 }
+
+static void *kept[4096];
+static int n_kept;
+
+void *test_keep(void *p) {
+    if (!p) fail_msg("out of memory");
+    if (n_kept == (int)(sizeof kept / sizeof *kept)) fail_msg("too many allocations");
+    kept[n_kept++] = p;
+    return p;
+}
+
+void test_free_kept(void) {
+    while (n_kept) free(kept[--n_kept]);
+}

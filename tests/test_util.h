@@ -29,6 +29,11 @@ float rand_uniform(uint64_t *seed);
 /* Reference tensor by name from an open safetensors file; fails the test if absent. */
 const st_tensor *ref_tensor(const st_file *f, const char *name);
 
+/* Keeps p (failing the test if NULL) to be freed by test_free_kept(): a test's
+ * scratch allocations, released together when it ends. */
+void *test_keep(void *p);
+void test_free_kept(void);
+
 int write_file(const char *path, const void *data, size_t len);
 /* A whole file as a NUL-terminated string (malloc'd); fails the test if unreadable. */
 char *read_text_file(const char *path);
