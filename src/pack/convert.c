@@ -490,7 +490,11 @@ fm_status fm_convert(const char *src, const char *dst, const fm_convert_options 
 
     int n_moe = 0;
     for (int i = 0; i < cfg->n_layers; i++) n_moe += cfg->layer_moe[i];
-    pack_manifest man = {.source = src_real, .n_experts = cfg->n_experts,
+    /* The manifest names the source by its directory name only, so a model packed from the same
+     * checkpoint is byte-identical wherever the checkpoint lies. */
+    char *src_name = strrchr(src_real, '/');
+    src_name = src_name && src_name[1] ? src_name + 1 : src_real;
+    pack_manifest man = {.source = src_name, .n_experts = cfg->n_experts,
                          .layout = c.lay, .n_layers = 0};
     man.layers = calloc((size_t)n_moe + 1, sizeof *man.layers);
     char (*paths)[PATH_MAX] = calloc((size_t)n_moe + 1, sizeof *paths);
