@@ -34,6 +34,8 @@ const char cli_common_help[] =
     "  --batch N             prompt tokens per micro-batch (default 64; 256 for packed models)\n"
     "  --experts K           run K routed experts per token (default: the model's own)\n"
     "  --timing              print a per-layer time breakdown and run totals to stderr\n"
+    "  --backend cpu|cuda|auto  where the model runs (default auto: cuda when a GPU is present)\n"
+    "  --gpu N               CUDA device index (default 0)\n"
     "  Packed models (flashmoe convert) read their experts from disk:\n"
     "  --cache ram|os        ram: flashmoe's own expert cache (recency + frequency) with O_DIRECT\n"
     "                        reads (default); os: buffered reads, trusting the page cache\n"
@@ -44,7 +46,8 @@ const char cli_common_help[] =
     "  --io pread|uring      I/O engine (default pread: a thread pool)\n"
     "  --io-threads N        pread threads (default 8)\n"
     "  --direct              O_DIRECT reads with --cache os too\n"
-    "  --verify-reads        check the checksum of every expert read\n";
+    "  --verify-reads        check the checksum of every expert read\n"
+    "  --vram-cache SIZE     cuda: VRAM for experts (default: what the weights and sessions leave)\n";
 
 uint64_t cli_parse_size(const char *text) {
     char *end;
@@ -70,11 +73,17 @@ uint64_t cli_parse_size(const char *text) {
 
 static int parse_expert_option(const char *a, const char *v, cli_common *c) {
     fm_model_options *m = &c->model;
-    if (!strcmp(a, "--experts") || !strcmp(a, "--io-threads")) {
+    if (!strcmp(a, "--experts") || !strcmp(a, "--io-threads") || !strcmp(a, "--gpu")) {
         long n = cli_parse_count(v);
-        if (n <= 0) return cli_fail("%s: '%s' is not a positive count", a, v), -1;
+        if (n < 0 || (n == 0 && strcmp(a, "--gpu"))) return cli_fail("%s: '%s' is not a positive count", a, v), -1;
         if (!strcmp(a, "--experts")) m->n_experts_per_token = (int)n;
+        else if (!strcmp(a, "--gpu")) m->gpu_device = (int)n;
         else m->io_threads = (int)n;
+    } else if (!strcmp(a, "--backend")) {
+        if (!strcmp(v, "cpu")) m->backend = FM_BACKEND_CPU;
+        else if (!strcmp(v, "cuda")) m->backend = FM_BACKEND_CUDA;
+        else if (!strcmp(v, "auto")) m->backend = FM_BACKEND_AUTO;
+        else return cli_fail("--backend: '%s' (cpu, cuda or auto)", v), -1;
     } else if (!strcmp(a, "--io")) {
         if (strcmp(v, "pread") && strcmp(v, "uring")) return cli_fail("--io: '%s' (pread or uring)", v), -1;
         m->io_uring = !strcmp(v, "uring");
@@ -85,6 +94,7 @@ static int parse_expert_option(const char *a, const char *v, cli_common *c) {
         uint64_t n = cli_parse_size(v);
         if (!n) return cli_fail("%s: '%s' is not a size (e.g. 8G, 512M)", a, v), -1;
         if (!strcmp(a, "--cache-size")) m->cache_bytes = n;
+        else if (!strcmp(a, "--vram-cache")) m->vram_cache_bytes = n;
         else m->memory_budget = n;
     }
     return 1;
@@ -96,8 +106,8 @@ int cli_parse_common(int argc, char **argv, int *i, cli_common *c) {
     if (!strcmp(a, "--direct")) return c->model.direct_io = 1;
     if (!strcmp(a, "--preload")) return c->model.preload = 1;
     if (!strcmp(a, "--verify-reads")) return c->model.verify = 1;
-    static const char *const valued[] = {"--experts", "--io", "--io-threads", "--cache", "--cache-size",
-                                         "--memory-budget"};
+    static const char *const valued[] = {"--experts",    "--io",      "--io-threads", "--cache", "--cache-size",
+                                         "--memory-budget", "--backend", "--gpu",        "--vram-cache"};
     for (size_t k = 0; k < sizeof valued / sizeof *valued; k++) {
         if (strcmp(a, valued[k])) continue;
         if (*i + 1 >= argc) return cli_fail("%s needs a value", a), -1;
@@ -242,7 +252,15 @@ void cli_print_timing(const fm_session *s) {
     fprintf(stderr, "run: %llu tokens in %llu evals, %.3f s (%.2f tok/s)\n", (unsigned long long)t.tokens,
             (unsigned long long)t.evals, t.eval_s, t.eval_s > 0 ? t.tokens / t.eval_s : 0.0);
     fprintf(stderr, "memory: peak RSS %.1f MB\n", peak_rss() / 1e6);
-    if (t.experts_fetched) {
+    if (t.vram_lookups) {
+        const double need = (double)t.vram_lookups;
+        fprintf(stderr,
+                "experts: %llu needed: %.1f%% in VRAM, %.1f%% from the RAM cache, %.1f%% read from disk "
+                "(%.3f GB); %.3f GB copied to the GPU (%.2f GB/s while copying)\n",
+                (unsigned long long)t.vram_lookups, 100.0 * t.vram_hits / need, 100.0 * t.cache_hits / need,
+                100.0 * (t.experts_fetched - t.cache_hits) / need, t.bytes_read / 1e9, t.bytes_copied / 1e9,
+                t.copy_s > 0 ? t.bytes_copied / 1e9 / t.copy_s : 0.0);
+    } else if (t.experts_fetched) {
         double hit = 100.0 * (double)t.cache_hits / (double)t.experts_fetched;
         fprintf(stderr,
                 "experts: %llu fetched, cache hit rate %.1f%%, %.3f GB read from disk, %.2f GB/s while reading, "

@@ -33,6 +33,11 @@ int cmd_info(int argc, char **argv) {
     const fm_model_info *in = fm_model_get_info(m);
     printf("model          %s\n", cli_model_dir(&c));
     printf("architecture   %s (model_type %s)\n", in->architecture, in->model_type);
+    if (!strcmp(in->backend, "cuda"))
+        printf("backend        cuda: %s; %.2f GB of weights in VRAM, VRAM expert cache %.2f GB\n", in->device_name,
+               in->vram_dense_bytes / 1e9, in->vram_cache_bytes / 1e9);
+    else
+        printf("backend        cpu (%s kernels)\n", in->device_name);
     printf("vocab          %d\n", in->vocab_size);
     printf("hidden         %d\n", in->hidden_size);
     printf("context        %d (max_position_embeddings)\n", in->max_position_embeddings);

@@ -38,6 +38,12 @@ typedef enum {
     FM_EXPERT_CACHE_RAM,     /* flashmoe's own cache of experts (recency + frequency), O_DIRECT misses */
 } fm_expert_cache;
 
+typedef enum {
+    FM_BACKEND_AUTO, /* CUDA when flashmoe was built with it and a GPU is present, else the CPU */
+    FM_BACKEND_CPU,
+    FM_BACKEND_CUDA, /* fails at open when there is no usable GPU */
+} fm_backend;
+
 typedef struct {
     int n_threads;           /* worker threads for compute; 0 = one per core */
     int n_experts_per_token; /* routed experts run per token; 0 = the model's own */
@@ -52,6 +58,12 @@ typedef struct {
     int preload;             /* read every expert into the RAM cache at open (all in RAM; the cache
                                 is sized for all of them unless a size or budget is given) */
     int verify;              /* check the checksum of every expert read */
+    fm_backend backend;
+    int gpu_device;          /* CUDA device index */
+    /* CUDA, packed models: VRAM budget of the expert cache (the tier above the RAM cache);
+       0 = what is free after the dense weights, less a reserve for sessions. Checkpoints
+       (not packed) keep all their experts in VRAM. */
+    uint64_t vram_cache_bytes;
 } fm_model_options;
 
 typedef enum { FM_LAYER_LINEAR_ATTENTION, FM_LAYER_FULL_ATTENTION } fm_layer_kind;
@@ -82,6 +94,9 @@ typedef struct {
     int expert_bits;
     uint64_t expert_bytes;
     int n_experts_run;        /* routed experts run per token (n_experts_per_token or the option) */
+    const char *backend;      /* "cpu" or "cuda" */
+    const char *device_name;  /* the GPU's name with CUDA, else the CPU path in use */
+    uint64_t vram_dense_bytes, vram_cache_bytes; /* CUDA: resident weights; expert cache budget */
 } fm_model_info;
 
 fm_status fm_model_open(const char *dir, const fm_model_options *options, fm_model **out);
@@ -136,6 +151,10 @@ typedef struct {
     uint64_t tokens, evals;        /* tokens fed; eval calls */
     uint64_t experts_fetched, cache_hits, bytes_read; /* packed models */
     double read_s;                 /* time with at least one expert read in flight */
+    /* CUDA: routed experts the GPU needed (experts_fetched counts only those not in VRAM),
+       those found in VRAM, and the bytes copied to it. */
+    uint64_t vram_lookups, vram_hits, bytes_copied;
+    double copy_s;                 /* time with at least one host→device copy in flight */
 } fm_timing;
 
 void fm_session_get_timing(const fm_session *session, fm_timing *out);

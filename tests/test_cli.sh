@@ -212,6 +212,28 @@ got=$($FM run -m $A -p "Define the noun question." --temp 0 --no-think -n 64 --q
 [ "$got" = "**question** (noun): an instance of questioning." ] && ok "the bf16 shipped model defines a word" ||
     not_ok "bf16 shipped model" "$got"
 
+# ---- backends --------------------------------------------------------------
+# Without a usable GPU, --backend cuda fails clearly and the default runs on the CPU
+# (tests/gpu.sh covers the GPU itself).
+if nvidia-smi -L >/dev/null 2>&1; then
+    got=$($FM info -m $A --backend cuda 2>&1) && grep -q "^backend        cuda" <<<"$got" &&
+        ok "--backend cuda on this GPU machine" || not_ok "--backend cuda" "$got"
+else
+    got=$($FM score -m $A --backend cuda --ids 1,2,3 -o "$TMP/cuda_scores" 2>&1)
+    rc=$?
+    if [ $rc -ne 0 ] && grep -q "the cuda backend cannot run: " <<<"$got" && [ ! -e "$TMP/cuda_scores" ]; then
+        ok "--backend cuda without a GPU: $(sed 's/.*cannot run: //' <<<"$got")"
+    else
+        not_ok "--backend cuda without a GPU (rc $rc)" "$got"
+    fi
+    got=$($FM info -m $A 2>&1 | grep "^backend")
+    grep -q "^backend        cpu" <<<"$got" && ok "the default backend without a GPU: ${got#backend }" ||
+        not_ok "default backend" "$got"
+fi
+got=$($FM info -m $A --backend gpu 2>&1)
+[ $? -ne 0 ] && grep -q "cpu, cuda or auto" <<<"$got" && ok "--backend refuses an unknown name" ||
+    not_ok "--backend gpu" "$got"
+
 # ---- tokenize ------------------------------------------------------------
 TOK=$MODELS/../tokenizers/qwen3
 got=$($FM tokenize --tokenizer "$TOK" "Hello, world!")

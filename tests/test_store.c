@@ -18,6 +18,7 @@
 
 #include "core/error.h"
 #include "core/fileio.h"
+#include "store/expert_cache.h"
 #include "store/expert_store.h"
 
 #include <errno.h>
@@ -283,6 +284,45 @@ static void test_policy_keeps_frequent(void **state) {
 
 /* ---- preload ------------------------------------------------------------------- */
 
+/* Slab mode (the VRAM tier's bookkeeping): entries are the caller's slots, each
+ * handed out once until the budget is full, then recycled by the policy; a
+ * discarded slot is reused; pinned slots are never taken. */
+static void test_slab_slots(void **state) {
+    (void)state;
+    enum { SLOTS = 4, SLOT = 256 };
+    static char slab[SLOTS * SLOT];
+    expert_cache *c = cache_create_slab(100, slab, SLOT, SLOTS);
+    assert_non_null(c);
+    assert_int_equal(cache_capacity(c), SLOTS);
+    int seen[SLOTS] = {0};
+    cache_entry *e[SLOTS];
+    for (int i = 0; i < SLOTS; i++) {
+        assert_non_null(e[i] = cache_acquire(c));
+        ptrdiff_t at = (char *)e[i]->data - slab;
+        assert_true(at >= 0 && at % SLOT == 0 && at / SLOT < SLOTS);
+        assert_int_equal(seen[at / SLOT]++, 0);
+    }
+    assert_null(cache_acquire(c)); /* all pinned */
+    void *discarded = e[3]->data;
+    cache_discard(c, e[3]);
+    cache_entry *again = cache_acquire(c);
+    assert_ptr_equal(again->data, discarded);
+    e[3] = again;
+    for (int i = 0; i < SLOTS; i++) {
+        cache_insert(c, e[i], i);
+        e[i]->pins--;
+    }
+    cache_touch(c, e[0]); /* key 0 used twice: protected */
+    cache_entry *v = cache_acquire(c);
+    assert_non_null(v);
+    assert_ptr_not_equal(v->data, e[0]->data);
+    assert_ptr_equal(cache_find(c, 0), e[0]);
+    assert_int_equal(cache_used(c), (uint64_t)SLOTS * SLOT);
+    cache_insert(c, v, 50);
+    v->pins--;
+    cache_destroy(c);
+}
+
 static void test_preload(void **state) {
     (void)state;
     for (int engine = 0; engine < 2; engine++) {
@@ -478,6 +518,7 @@ int main(void) {
         cmocka_unit_test(test_fetch_uring),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_policy_keeps_frequent),
+        cmocka_unit_test(test_slab_slots),
         cmocka_unit_test(test_preload),
         cmocka_unit_test(test_truncated_file),
         cmocka_unit_test(test_bad_layout_and_batches),

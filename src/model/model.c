@@ -1,6 +1,9 @@
 /* Opening a model directory: config, checkpoint, tensor binding, info. */
 #include "model/model.h"
 
+#include "backend/cpu/qkernels.h"
+#include "backend/cuda/cuda_backend.h"
+
 #include "model/arch.h"
 #include "model/session.h"
 #include "model/weights.h"
@@ -79,6 +82,9 @@ static void fill_info(fm_model *m) {
     in->default_min_p = c->gen_min_p;
     in->default_repetition_penalty = c->gen_repetition_penalty;
     in->default_top_k = c->gen_top_k;
+    in->backend = m->gpu ? "cuda" : "cpu";
+    in->device_name = m->gpu ? cuda_model_device_name(m) : cpu_isa_name();
+    if (m->gpu) cuda_model_vram(m, &in->vram_dense_bytes, &in->vram_cache_bytes);
     in->n_experts_run = c->n_experts_used;
     if (m->pack) {
         in->expert_bits = m->pack->layout.bits;
@@ -199,6 +205,25 @@ static fm_status open_expert_store(fm_model *m, const char *dir, const fm_model_
     return st;
 }
 
+/* CUDA when asked, or by default when a GPU is present; the default falls
+ * back to the CPU when the weights do not fit in VRAM. The converter (which
+ * records what it loads) never uses the GPU. */
+static fm_status choose_backend(fm_model *m, const fm_model_options *opt) {
+    fm_backend want = opt ? opt->backend : FM_BACKEND_AUTO;
+    if (m->record || want == FM_BACKEND_CPU) return FM_OK;
+    char why[512];
+    if (cuda_device_count(why, sizeof why) == 0) {
+        if (want == FM_BACKEND_CUDA) return fm_error(FM_ERR_UNSUPPORTED, "the cuda backend cannot run: %s", why);
+        return FM_OK;
+    }
+    fm_status st = cuda_model_open(m, opt);
+    if (st == FM_ERR_NOMEM && want == FM_BACKEND_AUTO) {
+        cuda_model_close(m);
+        return FM_OK;
+    }
+    return st;
+}
+
 fm_status fm_model_open(const char *dir, const fm_model_options *opt, fm_model **out) {
     return model_open_recording(dir, opt, NULL, out);
 }
@@ -253,6 +278,7 @@ fm_status model_open_recording(const char *dir, const fm_model_options *opt, str
     /* As transformers: inv_freq = 1 / theta^(2i/d) in float32. */
     for (int i = 0; i < c->rotary_dim / 2; i++)
         m->rope_inv_freq[i] = 1.0f / powf((float)c->rope_theta, (float)(2 * i) / (float)c->rotary_dim);
+    if ((st = choose_backend(m, opt))) goto fail;
     fill_info(m);
     m->record = NULL;
 #ifdef _OPENMP
@@ -269,6 +295,7 @@ fail:
 
 void fm_model_close(fm_model *m) {
     if (!m) return;
+    cuda_model_close(m);
     for (int i = 0; m->layers && i < m->cfg.n_layers; i++) free(m->layers[i].experts);
     free(m->layers);
     for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);

@@ -80,8 +80,9 @@ struct fm_model {
      * (the layers' `experts` are then NULL). */
     struct pack_manifest *pack;
     struct fm_store *store;
-    int n_experts_default;
-    struct weights_record *record; /* set by the converter while loading */ /* the config's experts per token (cfg holds the one run) */
+    int n_experts_default; /* the config's experts per token (cfg holds the one run) */
+    struct weights_record *record; /* set by the converter while loading */
+    struct cuda_model *gpu; /* the CUDA backend's copy of the weights, when the model runs there */
     void **owned;      /* float arrays converted at load, freed on close */
     int n_owned, cap_owned;
 };

@@ -56,32 +56,33 @@ static void route(fm_session *s, const fm_layer *l, int n) {
     }
 }
 
-/* The experts the micro-batch uses, ascending, with the rows (tokens) and
- * weights of each laid out contiguously: expert ids[j] owns entries
- * [first[j], first[j+1]) of rows/weights, and the same rows of expert_out. */
-static int group_by_expert(fm_session *s, int n) {
-    const fm_config *c = &s->model->cfg;
-    fm_scratch *w = &s->scratch;
-    const int E = c->n_experts, K = c->n_experts_used;
-    int *count = w->expert_count;
+int moe_group(const int *sel, const float *sel_w, int n, int E, int K, int *count, int *ids, int *first, int *rows,
+              float *weight) {
     memset(count, 0, (size_t)E * sizeof *count);
-    for (int i = 0; i < n * K; i++) count[w->sel[i]]++;
+    for (int i = 0; i < n * K; i++) count[sel[i]]++;
     int n_ids = 0, at = 0;
     for (int e = 0; e < E; e++) {
         if (!count[e]) continue;
-        w->expert_ids[n_ids] = e;
-        w->expert_first[n_ids++] = at;
+        ids[n_ids] = e;
+        first[n_ids++] = at;
         at += count[e];
-        count[e] = w->expert_first[n_ids - 1]; /* reused as the fill position */
+        count[e] = first[n_ids - 1]; /* reused as the fill position */
     }
-    w->expert_first[n_ids] = at;
+    first[n_ids] = at;
     for (int t = 0; t < n; t++) /* tokens ascending within each expert */
         for (int j = 0; j < K; j++) {
-            int e = w->sel[t * K + j], pos = count[e]++;
-            w->expert_rows[pos] = t;
-            w->expert_weight[pos] = w->sel_w[t * K + j];
+            int e = sel[t * K + j], pos = count[e]++;
+            rows[pos] = t;
+            weight[pos] = sel_w[t * K + j];
         }
     return n_ids;
+}
+
+static int group_by_expert(fm_session *s, int n) {
+    const fm_config *c = &s->model->cfg;
+    fm_scratch *w = &s->scratch;
+    return moe_group(w->sel, w->sel_w, n, c->n_experts, c->n_experts_used, w->expert_count, w->expert_ids,
+                     w->expert_first, w->expert_rows, w->expert_weight);
 }
 
 /* Runs expert j of the grouping on its rows; output into expert_out. */

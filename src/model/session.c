@@ -1,6 +1,7 @@
 /* Session lifecycle and fm_session_eval (see session.h). */
 #include "model/session.h"
 
+#include "backend/cuda/cuda_backend.h"
 #include "core/clock.h"
 #include "core/error.h"
 
@@ -15,8 +16,7 @@ static int max_int(int a, int b) { return a > b ? a : b; }
 static size_t conv_state_floats(const fm_config *c) { return (size_t)fm_config_conv_dim(c) * (c->lin_conv_kernel - 1); }
 static size_t recurrent_floats(const fm_config *c) { return (size_t)c->lin_n_v_heads * c->lin_k_dim * c->lin_v_dim; }
 
-/* Widest per-token temporary any block needs. */
-static int widest_row(const fm_config *c) {
+int session_widest_row(const fm_config *c) {
     const int key_dim = c->lin_n_k_heads * c->lin_k_dim, value_dim = c->lin_n_v_heads * c->lin_v_dim;
     int widest = max_int(c->hidden_size, c->n_heads * c->head_dim * 2);
     widest = max_int(widest, 2 * key_dim + 2 * value_dim);
@@ -26,7 +26,7 @@ static int widest_row(const fm_config *c) {
 
 size_t session_scratch_bytes(const fm_config *c, int ubatch) {
     const size_t K = (size_t)max_int(c->n_experts_used, 1), H = (size_t)c->hidden_size;
-    size_t per_token = 3 * H + 6 * (size_t)widest_row(c) + (size_t)c->n_experts + K * (2 + H) + K;
+    size_t per_token = 3 * H + 6 * (size_t)session_widest_row(c) + (size_t)c->n_experts + K * (2 + H) + K;
     return (size_t)ubatch * per_token * sizeof(float);
 }
 
@@ -44,6 +44,17 @@ fm_status fm_session_new(fm_model *m, const fm_session_options *opt, fm_session 
     /* Streamed experts are read once per micro-batch: larger ones read less per token. */
     const int U = s->ubatch = opt && opt->batch ? opt->batch : m->store ? FM_UBATCH_STREAMED : FM_UBATCH;
     const int L = c->n_layers, H = c->hidden_size;
+    if (!(s->timing = calloc((size_t)L, sizeof *s->timing))) goto nomem;
+    if (m->store) s->store_base = store_get_stats(m->store);
+    if (m->gpu) { /* the state lives on the device */
+        fm_status st = cuda_session_init(s);
+        if (st != FM_OK) {
+            fm_session_free(s);
+            return st;
+        }
+        *out = s;
+        return FM_OK;
+    }
     s->k_cache = calloc((size_t)L, sizeof *s->k_cache);
     s->v_cache = calloc((size_t)L, sizeof *s->v_cache);
     s->conv_state = calloc((size_t)L, sizeof *s->conv_state);
@@ -56,7 +67,7 @@ fm_status fm_session_new(fm_model *m, const fm_session_options *opt, fm_session 
         if (!s->conv_state[i] || !s->recurrent[i]) goto nomem;
     }
 
-    s->big_size = (size_t)U * widest_row(c);
+    s->big_size = (size_t)U * session_widest_row(c);
     fm_scratch *w = &s->scratch;
     w->x = malloc((size_t)U * H * sizeof(float));
     w->xn = malloc((size_t)U * H * sizeof(float));
@@ -71,11 +82,9 @@ fm_status fm_session_new(fm_model *m, const fm_session_options *opt, fm_session 
     w->expert_rows = malloc(pairs * sizeof(int));
     w->expert_weight = malloc(pairs * sizeof(float));
     w->expert_out = malloc(pairs * H * sizeof(float));
-    s->timing = calloc((size_t)L, sizeof *s->timing);
     if (!w->x || !w->xn || !w->out || !w->router || !w->sel || !w->sel_w || !w->expert_count || !w->expert_ids ||
-        !w->expert_first || !w->expert_rows || !w->expert_weight || !w->expert_out || !s->timing)
+        !w->expert_first || !w->expert_rows || !w->expert_weight || !w->expert_out)
         goto nomem;
-    if (m->store) s->store_base = store_get_stats(m->store);
     for (int i = 0; i < 6; i++)
         if (!(w->big[i] = malloc(s->big_size * sizeof(float)))) goto nomem;
     *out = s;
@@ -87,6 +96,7 @@ nomem:
 
 void fm_session_free(fm_session *s) {
     if (!s) return;
+    if (s->gpu) cuda_session_free(s);
     for (int i = 0; s->k_cache && i < s->model->cfg.n_layers; i++) {
         free(s->k_cache[i]);
         free(s->v_cache[i]);
@@ -118,12 +128,16 @@ void fm_session_free(fm_session *s) {
 
 void fm_session_reset(fm_session *s) {
     const fm_config *c = &s->model->cfg;
+    s->pos = 0;
+    if (s->gpu) {
+        cuda_session_reset(s);
+        return;
+    }
     for (int i = 0; i < c->n_layers; i++) {
         if (c->layer_full_attention[i]) continue;
         memset(s->conv_state[i], 0, conv_state_floats(c) * sizeof(float));
         memset(s->recurrent[i], 0, recurrent_floats(c) * sizeof(float));
     }
-    s->pos = 0;
 }
 
 int fm_session_position(const fm_session *s) { return s->pos; }
@@ -134,6 +148,7 @@ void fm_session_capture_hidden(fm_session *s, float *dst) { s->capture_hidden = 
  * the per-thread attention score rows with it. */
 static fm_status reserve_kv(fm_session *s, int needed) {
     const fm_config *c = &s->model->cfg;
+    if (s->gpu) return cuda_session_reserve(s, needed);
     if (needed > s->kv_capacity) {
         int cap = max_int(needed, max_int(256, s->kv_capacity * 2));
         if (cap > s->max_context) cap = s->max_context;
@@ -187,7 +202,9 @@ fm_status fm_session_eval(fm_session *s, const int32_t *tokens, int n, fm_logits
             row0 = ub - 1;
             dst = logits;
         }
-        if ((st = forward_ubatch(s, tokens + done, ub, row0, dst, done, n)) != FM_OK) {
+        st = s->gpu ? cuda_forward_ubatch(s, tokens + done, ub, row0, dst, done, n)
+                    : forward_ubatch(s, tokens + done, ub, row0, dst, done, n);
+        if (st != FM_OK) {
             /* A read failed midway: the layers before it hold this batch's
              * state, the others do not. Start over rather than go on wrong. */
             char msg[1024];
@@ -218,6 +235,7 @@ void fm_session_get_timing(const fm_session *s, fm_timing *out) {
         out->bytes_read = now.bytes_read - s->store_base.bytes_read;
         out->read_s = now.read_s - s->store_base.read_s;
     }
+    if (s->gpu) cuda_session_timing(s, out);
 }
 
 void fm_session_reset_timing(fm_session *s) {
@@ -225,4 +243,5 @@ void fm_session_reset_timing(fm_session *s) {
     s->eval_s = s->head_s = 0;
     s->tokens = s->evals = 0;
     if (s->model->store) s->store_base = store_get_stats(s->model->store);
+    if (s->gpu) cuda_session_reset_timing(s);
 }

@@ -35,6 +35,7 @@ typedef struct {
 
 struct fm_session {
     fm_model *model;
+    struct cuda_session *gpu;   /* the CUDA backend's state, when the model runs there */
     int pos, max_context, kv_capacity;
     int ubatch;                 /* tokens per micro-batch */
     float **k_cache, **v_cache; /* [n_layers] → [kv_capacity, nkv*hd] (full-attention layers) */
@@ -53,6 +54,9 @@ struct fm_session {
     store_stats store_base;     /* store counters when timing was reset */
 };
 
+/* Widest per-token temporary any block needs (floats). */
+int session_widest_row(const fm_config *c);
+
 /* Runs one micro-batch (n ≤ FM_UBATCH) at s->pos; writes the normalised final
  * hidden state of the rows in [logit_row0, n) and their logits into `logits`. */
 fm_status forward_ubatch(fm_session *s, const int32_t *tokens, int n, int logit_row0, float *logits,
@@ -62,6 +66,12 @@ void attention_forward(fm_session *s, int layer, int n);
 void deltanet_forward(fm_session *s, int layer, int n);
 /* Fails only when a packed model's expert cannot be read. */
 fm_status moe_forward(fm_session *s, int layer, int n);
+
+/* Groups the (token, expert) pairs of n tokens (sel, sel_w [n, K]) by expert:
+ * ids[0..n_ids) ascending; expert ids[j] owns entries [first[j], first[j+1])
+ * of rows (its tokens, ascending) and weight. count [E] is scratch. Returns n_ids. */
+int moe_group(const int *sel, const float *sel_w, int n, int E, int K, int *count, int *ids, int *first, int *rows,
+              float *weight);
 
 /* Bytes of a session's scratch at `ubatch` tokens per micro-batch (the memory budget counts them). */
 size_t session_scratch_bytes(const fm_config *c, int ubatch);

@@ -30,6 +30,10 @@ struct expert_cache {
     uint64_t budget, used;
     int capacity, protected_cap;
     lru_list lists[3]; /* [1] probation, [2] protected; [0] unused */
+    /* Slab mode (cache_create_slab): entries are slots of memory the caller owns. */
+    char *slab;
+    int slab_next;       /* slots handed out so far */
+    cache_entry *spare;  /* discarded entries, reused before new slots */
 };
 
 static void list_remove(lru_list *l, cache_entry *e) {
@@ -74,8 +78,14 @@ expert_cache *cache_create(int n_keys, size_t entry_bytes, size_t charge, uint64
     return c;
 }
 
-static void free_entry(cache_entry *e) {
-    free(e->data);
+expert_cache *cache_create_slab(int n_keys, void *slab, size_t slot_bytes, int n_slots) {
+    expert_cache *c = cache_create(n_keys, slot_bytes, slot_bytes, (uint64_t)slot_bytes * (uint64_t)n_slots);
+    if (c) c->slab = slab;
+    return c;
+}
+
+static void free_entry(const expert_cache *c, cache_entry *e) {
+    if (!c->slab) free(e->data);
     free(e);
 }
 
@@ -84,8 +94,12 @@ void cache_destroy(expert_cache *c) {
     for (int s = 1; s <= 2; s++)
         for (cache_entry *e = c->lists[s].head, *next; e; e = next) {
             next = e->next;
-            free_entry(e);
+            free_entry(c, e);
         }
+    for (cache_entry *e = c->spare, *next; e; e = next) {
+        next = e->next;
+        free(e);
+    }
     free(c->index);
     free(c);
 }
@@ -106,10 +120,17 @@ static cache_entry *victim(expert_cache *c) {
 
 cache_entry *cache_acquire(expert_cache *c) {
     cache_entry *e;
-    if (c->used + c->charge <= c->budget) {
+    if (c->spare) {
+        e = c->spare;
+        c->spare = e->next;
+        e->next = NULL;
+        c->used += c->charge;
+    } else if (c->used + c->charge <= c->budget) {
         e = calloc(1, sizeof *e);
         if (!e) return NULL;
-        if (posix_memalign(&e->data, 4096, c->entry_bytes) != 0) {
+        if (c->slab) {
+            e->data = c->slab + (size_t)c->slab_next++ * c->entry_bytes;
+        } else if (posix_memalign(&e->data, 4096, c->entry_bytes) != 0) {
             free(e);
             return NULL;
         }
@@ -134,7 +155,14 @@ void cache_insert(expert_cache *c, cache_entry *e, int key) {
 
 void cache_discard(expert_cache *c, cache_entry *e) {
     c->used -= c->charge;
-    free_entry(e);
+    if (c->slab) { /* the slot goes back for the next acquire */
+        e->key = -1;
+        e->pins = 0;
+        e->next = c->spare;
+        c->spare = e;
+    } else {
+        free_entry(c, e);
+    }
 }
 
 uint64_t cache_used(const expert_cache *c) { return c->used; }

@@ -23,6 +23,9 @@ typedef struct expert_cache expert_cache;
 /* budget: bytes the entries may take, each charged `charge` bytes (the
  * stride) while its allocation is entry_bytes (≤ charge). */
 expert_cache *cache_create(int n_keys, size_t entry_bytes, size_t charge, uint64_t budget);
+/* The same policy over n_slots slots of slot_bytes each at `slab`, memory the
+ * caller owns (e.g. VRAM: the cache never reads or writes entry data). */
+expert_cache *cache_create_slab(int n_keys, void *slab, size_t slot_bytes, int n_slots);
 void cache_destroy(expert_cache *c); /* accepts NULL */
 
 /* The indexed entry for key, or NULL; no policy change. */
