@@ -3,7 +3,7 @@
  *   bench_stream -m DIR [-n TOKENS (32)] [-p PROMPT_TOKENS (16)] [--cache os|ram]
  *                [--memory-budget SIZE] [--cache-size SIZE] [--io pread|uring] [--io-threads N]
  *                [--direct] [--experts K] [--preload] [-t THREADS] [--raw-gb GB (4)] [--seed N]
- *                [--no-drop]
+ *                [--no-drop] [--backend cpu|cuda|auto] [--vram-cache SIZE] [--gpu N]
  * DIR is a packed model (flashmoe convert, or bench/synth_packed).
  *  1. raw disk bandwidth: one thread reading a layer file sequentially with
  *     O_DIRECT in 8 MiB blocks (up to --raw-gb GB); again after the decode on
@@ -19,9 +19,22 @@
  *     token. The bound is 1 / (bytes read per token / raw bandwidth + compute
  *     per token): the disk moving exactly what this run read, with no overlap
  *     of reading and computing. The no-cache bound reads all K experts of
- *     every MoE layer each token. Peak RSS is VmHWM against --memory-budget. */
+ *     every MoE layer each token. Peak RSS is VmHWM against --memory-budget.
+ * With the CUDA backend (--backend cuda, or auto on a machine with a GPU;
+ * --vram-cache is the VRAM budget of the expert cache, the tier above the RAM
+ * cache), also: the host→device bandwidth from pinned memory (8 MiB copies of
+ * a 512 MiB buffer, best of 5, before the model opens); where each expert the
+ * GPU needed (vram_lookups) came from: VRAM (vram_hits), the RAM cache
+ * (cache_hits) or the disk (the rest of experts_fetched, which counts VRAM
+ * misses only); the bytes copied to the device and the time copies were in
+ * flight; and the transfer bound 1 / (bytes copied per token / host→device
+ * bandwidth + bytes read per token / disk bandwidth). */
 #include "bench_common.h"
 #include "flashmoe.h"
+
+#ifdef FM_WITH_CUDA
+#include <cuda_runtime_api.h>
+#endif
 
 #include <dirent.h>
 #include <errno.h>
@@ -171,15 +184,16 @@ static long major_faults(void) {
 
 typedef struct {
     fm_layer_timing sum;
-    double eval_s, head_s, read_s;
-    uint64_t tokens, fetched, hits, bytes;
+    double eval_s, head_s, read_s, copy_s;
+    uint64_t tokens, fetched, hits, bytes, vram_lookups, vram_hits, copied;
 } totals;
 
 static totals get_totals(const fm_session *s) {
     fm_timing t;
     fm_session_get_timing(s, &t);
     totals r = {.eval_s = t.eval_s, .head_s = t.head_s, .read_s = t.read_s, .tokens = t.tokens,
-                .fetched = t.experts_fetched, .hits = t.cache_hits, .bytes = t.bytes_read};
+                .fetched = t.experts_fetched, .hits = t.cache_hits, .bytes = t.bytes_read,
+                .vram_lookups = t.vram_lookups, .vram_hits = t.vram_hits, .copied = t.bytes_copied, .copy_s = t.copy_s};
     for (int i = 0; i < t.n_layers; i++) {
         r.sum.attention_s += t.layers[i].attention_s;
         r.sum.routing_s += t.layers[i].routing_s;
@@ -190,10 +204,53 @@ static totals get_totals(const fm_session *s) {
     return r;
 }
 
+/* Host→device copy bandwidth from pinned memory in GB/s (8 MiB copies, the
+ * size of an expert, of a 512 MiB buffer; best of 5); 0 without CUDA or a device. */
+static double h2d_gbps(int device) {
+#ifdef FM_WITH_CUDA
+    const size_t n = (size_t)512 << 20, chunk = (size_t)8 << 20;
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess || count <= device || cudaSetDevice(device) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    void *host = NULL, *dev = NULL;
+    cudaStream_t st = NULL;
+    cudaEvent_t e0 = NULL, e1 = NULL;
+    double best = 0;
+    if (cudaMallocHost(&host, n) == cudaSuccess && cudaMalloc(&dev, n) == cudaSuccess &&
+        cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking) == cudaSuccess && cudaEventCreate(&e0) == cudaSuccess &&
+        cudaEventCreate(&e1) == cudaSuccess) {
+        memset(host, 1, n);
+        for (int rep = 0; rep < 6; rep++) {
+            cudaEventRecord(e0, st);
+            for (size_t off = 0; off < n; off += chunk)
+                cudaMemcpyAsync((char *)dev + off, (char *)host + off, chunk, cudaMemcpyHostToDevice, st);
+            cudaEventRecord(e1, st);
+            float ms = 0;
+            if (cudaEventSynchronize(e1) != cudaSuccess || cudaEventElapsedTime(&ms, e0, e1) != cudaSuccess) break;
+            double gbps = n / (ms / 1e3) / 1e9;
+            if (rep > 0 && gbps > best) best = gbps; /* the first is a warm-up */
+        }
+    }
+    if (e0) cudaEventDestroy(e0);
+    if (e1) cudaEventDestroy(e1);
+    if (st) cudaStreamDestroy(st);
+    if (dev) cudaFree(dev);
+    if (host) cudaFreeHost(host);
+    (void)cudaGetLastError();
+    return best;
+#else
+    (void)device;
+    return 0;
+#endif
+}
+
 static int usage(void) {
     fprintf(stderr, "usage: bench_stream -m DIR [-n TOKENS] [-p PROMPT_TOKENS] [--cache os|ram] [--memory-budget SIZE]\n"
                     "                    [--cache-size SIZE] [--io pread|uring] [--io-threads N] [--direct]\n"
-                    "                    [--experts K] [--preload] [-t THREADS] [--raw-gb GB] [--seed N] [--no-drop]\n");
+                    "                    [--experts K] [--preload] [-t THREADS] [--raw-gb GB] [--seed N] [--no-drop]\n"
+                    "                    [--backend cpu|cuda|auto] [--vram-cache SIZE] [--gpu N]\n");
     return 1;
 }
 
@@ -224,19 +281,26 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--io-threads")) mo.io_threads = atoi(v);
         else if (!strcmp(a, "--raw-gb")) raw_gb = atof(v);
         else if (!strcmp(a, "--seed")) seed = strtoull(v, NULL, 0);
-        else if (!strcmp(a, "--io")) {
+        else if (!strcmp(a, "--gpu")) mo.gpu_device = atoi(v);
+        else if (!strcmp(a, "--backend")) {
+            if (!strcmp(v, "cpu")) mo.backend = FM_BACKEND_CPU;
+            else if (!strcmp(v, "cuda")) mo.backend = FM_BACKEND_CUDA;
+            else if (!strcmp(v, "auto")) mo.backend = FM_BACKEND_AUTO;
+            else return usage();
+        } else if (!strcmp(a, "--io")) {
             if (strcmp(v, "pread") && strcmp(v, "uring")) return usage();
             mo.io_uring = !strcmp(v, "uring");
         } else if (!strcmp(a, "--cache")) {
             if (strcmp(v, "os") && strcmp(v, "ram")) return usage();
             mo.cache = !strcmp(v, "ram") ? FM_EXPERT_CACHE_RAM : FM_EXPERT_CACHE_OS;
-        } else if (!strcmp(a, "--memory-budget") || !strcmp(a, "--cache-size")) {
+        } else if (!strcmp(a, "--memory-budget") || !strcmp(a, "--cache-size") || !strcmp(a, "--vram-cache")) {
             uint64_t n = parse_size(v);
             if (!n) {
                 fprintf(stderr, "bench_stream: %s: '%s' is not a size (e.g. 8G, 512M)\n", a, v);
                 return 1;
             }
             if (!strcmp(a, "--cache-size")) mo.cache_bytes = n;
+            else if (!strcmp(a, "--vram-cache")) mo.vram_cache_bytes = n;
             else mo.memory_budget = n;
         } else {
             fprintf(stderr, "bench_stream: unknown option %s\n", a);
@@ -272,6 +336,9 @@ int main(int argc, char **argv) {
     printf("  %-26s %.2f GB cached before, %.2f GB after %s (%d files)\n", "expert files in page cache", cached0 / 1e9,
            cached1 / 1e9, drop ? "dropping" : "(--no-drop)", n_files);
 
+    /* Host→device bandwidth, before the model takes the device's memory. */
+    const double h2d = mo.backend != FM_BACKEND_CPU ? h2d_gbps(mo.gpu_device) : 0;
+
     /* 3. open, prefill, decode */
     fm_model *m;
     fm_session *s;
@@ -291,6 +358,14 @@ int main(int argc, char **argv) {
            in->bytes_dense / 1e9);
     printf("  %-26s %d routed (model: %d) + shared; open %.2f s%s\n", "experts per token", in->n_experts_run,
            in->n_experts_per_token, t_open, mo.preload ? " (preload)" : "");
+    const int cuda = in->backend && !strcmp(in->backend, "cuda");
+    printf("  %-26s %s (%s)\n", "backend", in->backend ? in->backend : "cpu", in->device_name ? in->device_name : "");
+    if (cuda)
+        printf("  %-26s dense weights %.2f GB; expert cache budget %.2f GB = %.1f%% of the experts%s; host->device "
+               "%.2f GB/s (pinned, 8 MiB copies)\n",
+               "VRAM", in->vram_dense_bytes / 1e9, in->vram_cache_bytes / 1e9,
+               expert_gb > 0 ? 100.0 * in->vram_cache_bytes / 1e9 / expert_gb : 0,
+               mo.vram_cache_bytes ? "" : " (default: what is free)", h2d);
 
     float *logits = malloc((size_t)in->vocab_size * sizeof *logits);
     int32_t *prompt = malloc((size_t)n_prompt * sizeof *prompt);
@@ -348,6 +423,23 @@ int main(int argc, char **argv) {
            "compute (eval - I/O wait)", 1e3 * compute_tok, 1e3 * d.sum.attention_s / N, 1e3 * d.sum.routing_s / N,
            1e3 * d.sum.expert_compute_s / N, 1e3 * d.sum.other_s / N, 1e3 * d.head_s / N);
     printf("  %-26s %ld during decode\n", "major page faults", maj);
+    /* CUDA: where each needed expert came from. experts_fetched counts VRAM misses only. */
+    const double needed = d.vram_lookups ? (double)d.vram_lookups : (double)d.vram_hits + d.fetched;
+    const double vram_rate = needed > 0 ? 100.0 * d.vram_hits / needed : 0,
+                 ram_rate = needed > 0 ? 100.0 * d.hits / needed : 0,
+                 ssd_rate = needed > 0 ? 100.0 * (d.fetched - d.hits) / needed : 0;
+    const double copied_tok = d.copied / N;
+    double xfer_bound = 0;
+    if (cuda) {
+        printf("  %-26s VRAM %.1f%%, RAM %.1f%%, SSD %.1f%% of %.1f experts needed/token\n", "expert hits (decode)",
+               vram_rate, ram_rate, ssd_rate, needed / N);
+        printf("  %-26s %.3f GB/token, copies in flight %.1f ms/token (%.2f GB/s while copying; %.2f GB/s "
+               "measured)\n",
+               "host->device copies", copied_tok / 1e9, 1e3 * d.copy_s / N, d.copy_s > 0 ? d.copied / d.copy_s / 1e9 : 0,
+               h2d);
+        const double xfer_s = (h2d > 0 ? copied_tok / (h2d * 1e9) : 0) + bytes_tok / (raw * 1e9);
+        xfer_bound = xfer_s > 0 ? 1.0 / xfer_s : 0;
+    }
     if (mo.memory_budget)
         printf("  %-26s %.2f GB (now %.2f GB) of a %.2f GB budget: %.0f%%\n", "peak RSS (VmHWM)", hwm / 1e9, rss / 1e9,
                mo.memory_budget / 1e9, 100.0 * hwm / mo.memory_budget);
@@ -360,12 +452,24 @@ int main(int argc, char **argv) {
     printf("  %-26s %8.3f   1 / (%d x %d x %.2f MB / %.3f GB/s + %.1f ms)\n", "no-cache bound", nocache_bound,
            in->n_experts_run, n_moe, in->expert_bytes / 1e6, raw, 1e3 * compute_tok);
     printf("  %-26s %8.3f   1 / compute\n", "all-in-RAM bound", 1.0 / compute_tok);
+    if (cuda && xfer_bound > 0)
+        printf("  %-26s %8.3f   1 / (%.3f GB / %.2f GB/s host->device + %.3f GB / %.3f GB/s disk): measured %.2fx\n",
+               "transfer bound (CUDA)", xfer_bound, copied_tok / 1e9, h2d, bytes_tok / 1e9, raw, tps / xfer_bound);
+    else if (cuda)
+        printf("  %-26s %8s   nothing copied or read during decode\n", "transfer bound (CUDA)", "-");
     printf("\nsummary: %s, K=%d, %d MoE layers: decode %.3f tok/s = %.2fx bound %.3f (disk %.2f GB/s, %.3f GB/token, "
            "hit %.1f%%, io wait %.0f ms + compute %.0f ms per token); no-cache bound %.3f; prefill %.2f tok/s; "
            "peak RSS %.2f GB%s\n",
            cache_name, in->n_experts_run, n_moe, tps, tps / bound, bound, raw, bytes_tok / 1e9, hit, 1e3 * io_tok,
            1e3 * compute_tok, nocache_bound, n_prompt / prefill_s, hwm / 1e9,
            mo.memory_budget ? " (budget given)" : "");
+    if (cuda)
+        printf("summary-cuda: %s, vram budget %.2f GB (%.1f%% of experts): decode %.3f tok/s; hits VRAM %.1f%% RAM %.1f%% "
+               "SSD %.1f%%; copied %.3f GB/token (copies in flight %.1f ms/token), host->device %.2f GB/s, disk %.2f "
+               "GB/s; transfer bound %.3f tok/s (%.2fx)\n",
+               in->device_name ? in->device_name : "cuda", in->vram_cache_bytes / 1e9,
+               expert_gb > 0 ? 100.0 * in->vram_cache_bytes / 1e9 / expert_gb : 0, tps, vram_rate, ram_rate, ssd_rate,
+               copied_tok / 1e9, 1e3 * d.copy_s / N, h2d, raw, xfer_bound, xfer_bound > 0 ? tps / xfer_bound : 0);
     free(prompt);
     free(logits);
     fm_sampler_free(greedy);
