@@ -186,9 +186,11 @@ else
     sed -n '/^  product /,/^$/p' "$LOG4" | sed 's/^/  /' >>"$SUMMARY"
 fi
 
-# ---- 5. decode on a synthetic Qwen3.5-397B-shaped model
-note "5. streamed decode (bench_stream)"
+# ---- 5. decode on a synthetic Qwen3.5-397B-shaped model (FM_GPU_STREAM=0 skips it, e.g. before
+# bench/gpu_targets.sh, which runs the larger comparison)
 LOG5=$OUT/5-stream.log
+if [ "${FM_GPU_STREAM:-1}" != 0 ]; then
+note "5. streamed decode (bench_stream)"
 : >"$LOG5"
 # The disk with the most room (not tmpfs: that is RAM, and refuses O_DIRECT).
 best=
@@ -279,6 +281,7 @@ if [ -n "$SYN" ]; then
     say "decode tok/s: (a) CUDA 1/3 in VRAM ${TPS[a]:--}, (b) CUDA all in VRAM ${TPS[b]:--}, (c) CPU streamed ${TPS[c]:--}, (d) CPU all in RAM ${TPS[d]:--}"
     say "ratios: CUDA/CPU streamed (a/c) $(ratio a c); all in memory (b/d) $(ratio b d); CUDA streamed/all in VRAM (a/b) $(ratio a b)"
     rm -rf "$SYN"
+fi
 fi
 
 # ---- 6. summary

@@ -264,13 +264,16 @@ static void streamed_equals_resident(const char *name, const int32_t *ids, int n
     const size_t V = (size_t)in->vocab_size;
     const uint64_t slot = (in->expert_bytes + 255) / 256 * 256;
     const int K = in->n_experts_run;
+    int n_moe = 0;
+    for (int i = 0; i < in->n_layers; i++) n_moe += fm_model_layer_is_moe(all, i);
     const struct {
         uint64_t slots;
         fm_expert_cache cache;
         const char *what;
     } runs[] = {{(uint64_t)K, FM_EXPERT_CACHE_RAM, "K slots, ram cache"},
                 {(uint64_t)K + 3, FM_EXPERT_CACHE_OS, "K+3 slots, os cache"},
-                {(uint64_t)in->n_experts, FM_EXPERT_CACHE_RAM, "one layer's worth of slots"}};
+                {(uint64_t)in->n_experts, FM_EXPERT_CACHE_RAM, "one layer's worth of slots"},
+                {(uint64_t)(n_moe * in->n_experts - K), FM_EXPERT_CACHE_RAM, "all experts but K"}};
     for (size_t r = 0; r < sizeof runs / sizeof *runs; r++) {
         fm_model *m = open_model(dir, FM_BACKEND_CUDA, runs[r].slots * slot, runs[r].cache);
         if (!m) continue;
