@@ -6,7 +6,7 @@
 # Programs: .gpu/bin with LD_LIBRARY_PATH=.gpu/lib and fixtures from
 # .gpu/fixtures when .gpu exists (scripts/gpu-bundle.sh makes it here; the run
 # needs nothing else from the checkout, not tests/data/models nor models/),
-# else build/native and tests/data/models.
+# else build/native (built here by make) and tests/data/models.
 # Output: $OUT (default ./gpu-out): one log per step and summary.txt, at most
 # 8 files. Never stops at a failure; exits 1 if any test failed or did not run.
 # Steps:
@@ -42,6 +42,8 @@ else
     SRC=build/native
     LIBPATH=${LD_LIBRARY_PATH:-}
     FIXTURES=$ROOT/tests/data/models
+    echo "no .gpu bundle: building with make (log: $OUT/build.log)"
+    make -j"$(nproc)" CUDA=1 >"$OUT/build.log" 2>&1 || { tail -20 "$OUT/build.log"; echo "build failed"; exit 1; }
 fi
 # bin NAME: the program's path.
 bin() {
