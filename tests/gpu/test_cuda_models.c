@@ -373,6 +373,15 @@ static void leaks(const char *name, int tokens) {
     if (st != FM_OK) printf("# %s\n", fm_last_error());
 }
 
+/* name is a word of the space-separated list (NULL: every name). */
+static int selected(const char *list, const char *name) {
+    if (!list) return 1;
+    const size_t len = strlen(name);
+    for (const char *p = list; (p = strstr(p, name)); p += len)
+        if ((p == list || p[-1] == ' ') && (p[len] == ' ' || p[len] == 0)) return 1;
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: test_cuda_models MODELS_DIR\n");
@@ -387,12 +396,16 @@ int main(int argc, char **argv) {
     }
     setenv("FM_ISA", "avx2", 1); /* the CPU side of the comparisons: exact float kernels */
 
+    /* FM_TEST_FIXTURES="a b": only these (the CPU emulator in CI runs a few: it is slow). */
+    const char *only = getenv("FM_TEST_FIXTURES");
     const char *fixtures[] = {"qwen35moe", "qwen35moe_fused", "qwen35moe_text", "qwen3next", "qwen3moe", "mixtral"};
-    for (size_t i = 0; i < sizeof fixtures / sizeof *fixtures; i++) against_reference(fixtures[i]);
+    for (size_t i = 0; i < sizeof fixtures / sizeof *fixtures; i++)
+        if (selected(only, fixtures[i])) against_reference(fixtures[i]);
 
     const char *all[] = {"qwen35moe", "qwen35moe_fused", "qwen35moe_text", "qwen3next",
                          "qwen3moe",  "mixtral",         "qwen35moe_mlx4", "qwen3next_mlx4"};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) {
+        if (!selected(only, all[i])) continue;
         int n = 0;
         int32_t *ids = fixture_ids(all[i], &n);
         char dir[1024];
