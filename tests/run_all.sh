@@ -3,7 +3,9 @@
 #   1. builds the optimised (native) and the AddressSanitizer+UBSan (asan) variants
 #   2. unpacks the bundled fixture models into build/models
 #   3. runs the unit tests, whole-model tests and CLI tests under both builds
-#   4. runs the libFuzzer targets briefly (FUZZ_SECONDS, default 15 s each)
+#   4. runs the CUDA backend on the CPU emulator (tests/cuda_emu): every kernel against the CPU,
+#      two fixture models against transformers (no GPU needed; tests/gpu.sh runs all on a GPU)
+#   5. runs the libFuzzer targets briefly (FUZZ_SECONDS, default 15 s each)
 # Ends with one line "N passed, N failed" and a non-zero exit if anything failed.
 set -u
 cd "$(dirname "$0")/.."
@@ -75,6 +77,21 @@ f=$(grep -c '^not ok - ' "$log")
 failed=$((failed + f))
 if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then record "native/test_memory.sh (exit $rc)" 1; fi
 [ "$f" -gt 0 ] && failures+=("native/test_memory.sh")
+rm -f "$log"
+
+# The CUDA backend's kernels and forward pass on the CPU emulator (about 2 minutes).
+note "CUDA backend on the CPU emulator (tests/cuda_emu/run.sh)"
+log=$(mktemp)
+ONLY="selftest kernels models" FM_TEST_FIXTURES="qwen35moe qwen3next" FM_TEST_LEAK_TOKENS=40 \
+    tests/cuda_emu/run.sh 2>&1 | grep -v '^\[kernels/eager\] ok - ' | tee "$log"
+rc=${PIPESTATUS[0]}
+line=$(grep -E '^cuda emulator: [0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
+p=$(sed -E 's/^cuda emulator: ([0-9]+) passed.*/\1/' <<<"${line:-cuda emulator: 0 passed}")
+f=$(sed -E 's/.* ([0-9]+) failed$/\1/' <<<"${line:-x 0 failed}")
+passed=$((passed + p))
+failed=$((failed + f))
+if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then record "cuda emulator (exit $rc)" 1; fi
+[ "$f" -gt 0 ] && failures+=("cuda emulator")
 rm -f "$log"
 
 if command -v clang >/dev/null; then

@@ -11,7 +11,7 @@ typedef struct {
     const st_file *file;
 } ckpt_entry;
 
-typedef struct {
+typedef struct ckpt {
     char *dir;
     st_file **files;
     int n_files;

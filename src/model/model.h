@@ -66,7 +66,7 @@ typedef struct {
 
 struct fm_model {
     fm_config cfg;
-    ckpt *ckpt;
+    struct ckpt *ckpt;
     fm_model_info info;
     fm_mat embed;   /* [V, H] */
     fm_mat lm_head; /* [V, H] (the embedding when tied) */

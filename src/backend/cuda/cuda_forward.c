@@ -76,11 +76,12 @@ static void deltanet(fm_session *s, int layer, int n) {
     cuk_matmul(st, q->out, core, n, &d->out_proj);
 }
 
-/* Enqueues the jobs h_jobs[at .. at + n_jobs) (copied to the device first). */
-static void run_jobs(cuda_session *q, float *y, const float *x, const int *rows, int at, int n_jobs, int F, int H) {
-    int max_count = 0;
-    for (int j = 0; j < n_jobs; j++)
-        if (q->h_jobs[at + j].count > max_count) max_count = q->h_jobs[at + j].count;
+/* Enqueues the jobs h_jobs[at .. at + n_jobs) (copied to the device first). max_count bounds
+ * their counts and sets the kernels' token tile, which decides their rounding: the routed experts
+ * of a layer are launched with the layer's largest count however they are split between launches
+ * (hits, rounds of misses), so the split does not change the result. */
+static void run_jobs(cuda_session *q, float *y, const float *x, const int *rows, int at, int n_jobs, int max_count,
+                     int F, int H) {
     if (!n_jobs || !max_count) return;
     cudaMemcpyAsync(q->jobs + at, q->h_jobs + at, (size_t)n_jobs * sizeof *q->jobs, cudaMemcpyHostToDevice, q->stream);
     cuk_ffn_grouped(q->stream, y, q->h_buf, x, rows, q->jobs + at, n_jobs, max_count, F, H);
@@ -147,7 +148,7 @@ static fm_status packed_experts(fm_session *s, int layer, int n_ids) {
         pack_expert_view(lay, e->data, &f);
         q->h_jobs[n_hit++] = job(&f, q->first[j], count);
     }
-    run_jobs(q, q->expert_out, q->xn, q->rows, 0, n_hit, F, H); /* overlaps with the copies below */
+    run_jobs(q, q->expert_out, q->xn, q->rows, 0, n_hit, q->max_count, F, H); /* overlaps with the copies below */
     if (!n_miss) {
         unpin(q, &n_pinned);
         return FM_OK;
@@ -165,7 +166,7 @@ static fm_status packed_experts(fm_session *s, int layer, int n_ids) {
         if (!e) { /* every slot holds an expert of this layer: run this round, then reuse them */
             cudaEventRecord(q->copy_end, q->copy);
             cudaStreamWaitEvent(q->stream, q->copy_end, 0);
-            run_jobs(q, q->expert_out, q->xn, q->rows, miss_at, round, F, H);
+            run_jobs(q, q->expert_out, q->xn, q->rows, miss_at, round, q->max_count, F, H);
             round = 0;
             CUDA_TRY(cudaStreamSynchronize(q->stream), "running experts");
             unpin(q, &n_pinned);
@@ -195,7 +196,7 @@ static fm_status packed_experts(fm_session *s, int layer, int n_ids) {
     if (st == FM_OK) {
         cudaEventRecord(q->copy_end, q->copy);
         cudaStreamWaitEvent(q->stream, q->copy_end, 0);
-        run_jobs(q, q->expert_out, q->xn, q->rows, miss_at, round, F, H);
+        run_jobs(q, q->expert_out, q->xn, q->rows, miss_at, round, q->max_count, F, H);
     } else {
         cudaStreamSynchronize(q->copy);
     }
@@ -214,7 +215,7 @@ static fm_status moe(fm_session *s, int layer, int n, double *host_s) {
     if (!c->layer_moe[layer]) {
         record(q, layer, EV_ROUTED);
         q->h_jobs[own] = job(&d->dense, 0, n);
-        run_jobs(q, q->out, q->xn, NULL, own, 1, c->dense_ffn, H);
+        run_jobs(q, q->out, q->xn, NULL, own, 1, n, c->dense_ffn, H);
         return FM_OK;
     }
     cuk_matmul(st, q->router, q->xn, n, &d->router);
@@ -224,7 +225,7 @@ static fm_status moe(fm_session *s, int layer, int n, double *host_s) {
     record(q, layer, EV_ROUTED);
     if (c->has_shared_expert) { /* runs while the host waits and groups */
         q->h_jobs[own] = job(&d->shared, 0, n);
-        run_jobs(q, q->shared_y, q->xn, NULL, own, 1, c->shared_ffn, H);
+        run_jobs(q, q->shared_y, q->xn, NULL, own, 1, n, c->shared_ffn, H);
         cuk_matmul(st, q->shared_logit, q->xn, n, &d->shared_gate);
     }
     CUDA_TRY(cudaEventSynchronize(q->events[layer * EV_COUNT + EV_ROUTED]), "routing");
@@ -233,6 +234,9 @@ static fm_status moe(fm_session *s, int layer, int n, double *host_s) {
                                 q->h_weight);
     /* Each token's entries in expert index order: the combine sums them as the CPU does. */
     memset(q->fill, 0, (size_t)n * sizeof *q->fill);
+    q->max_count = 0;
+    for (int j = 0; j < n_ids; j++)
+        if (q->first[j + 1] - q->first[j] > q->max_count) q->max_count = q->first[j + 1] - q->first[j];
     for (int j = 0; j < n_ids; j++)
         for (int i = q->first[j]; i < q->first[j + 1]; i++) {
             const int t = q->h_rows[i];
@@ -250,7 +254,7 @@ static fm_status moe(fm_session *s, int layer, int n, double *host_s) {
     } else {
         for (int j = 0; j < n_ids; j++)
             q->h_jobs[j] = job(&d->experts[q->expert_ids[j]], q->first[j], q->first[j + 1] - q->first[j]);
-        run_jobs(q, q->expert_out, q->xn, q->rows, 0, n_ids, c->expert_ffn, H);
+        run_jobs(q, q->expert_out, q->xn, q->rows, 0, n_ids, q->max_count, c->expert_ffn, H);
     }
     const int shared = c->has_shared_expert;
     cuk_moe_combine(st, q->out, q->expert_out, q->entry, q->weight, n, K, H, shared ? q->shared_y : NULL,

@@ -71,6 +71,7 @@ typedef struct cuda_session {
     /* Host grouping (model/moe.c's moe_group) and per-layer bookkeeping. */
     int *count, *expert_ids, *first, *fill; /* [E], [E], [E + 1], [U] */
     int *miss;                               /* [E] positions in expert_ids of VRAM misses */
+    int max_count;                           /* tokens of the layer's busiest expert (run_jobs) */
     cache_entry **pinned;                    /* [E] VRAM entries pinned for the layer */
     /* Timing: events on the compute stream, 6 per layer, read after each micro-batch. */
     cudaEvent_t *events;
