@@ -12,9 +12,17 @@
 
 static int max_int(int a, int b) { return a > b ? a : b; }
 
-/* Floats of one linear-attention layer's conv state and recurrent state. */
-static size_t conv_state_floats(const fm_config *c) { return (size_t)fm_config_conv_dim(c) * (c->lin_conv_kernel - 1); }
-static size_t recurrent_floats(const fm_config *c) { return (size_t)c->lin_n_v_heads * c->lin_k_dim * c->lin_v_dim; }
+size_t session_conv_state_floats(const fm_config *c) {
+    return (size_t)fm_config_conv_dim(c) * (c->lin_conv_kernel - 1);
+}
+size_t session_recurrent_floats(const fm_config *c) {
+    return (size_t)c->lin_n_v_heads * c->lin_k_dim * c->lin_v_dim;
+}
+
+int session_kv_grown(const fm_session *s, int capacity, int needed) {
+    int cap = max_int(needed, max_int(256, capacity * 2));
+    return cap > s->max_context ? s->max_context : cap;
+}
 
 int session_widest_row(const fm_config *c) {
     const int key_dim = c->lin_n_k_heads * c->lin_k_dim, value_dim = c->lin_n_v_heads * c->lin_v_dim;
@@ -62,8 +70,8 @@ fm_status fm_session_new(fm_model *m, const fm_session_options *opt, fm_session 
     if (!s->k_cache || !s->v_cache || !s->conv_state || !s->recurrent) goto nomem;
     for (int i = 0; i < L; i++) {
         if (c->layer_full_attention[i]) continue;
-        s->conv_state[i] = calloc(conv_state_floats(c), sizeof(float));
-        s->recurrent[i] = calloc(recurrent_floats(c), sizeof(float));
+        s->conv_state[i] = calloc(session_conv_state_floats(c), sizeof(float));
+        s->recurrent[i] = calloc(session_recurrent_floats(c), sizeof(float));
         if (!s->conv_state[i] || !s->recurrent[i]) goto nomem;
     }
 
@@ -135,8 +143,8 @@ void fm_session_reset(fm_session *s) {
     }
     for (int i = 0; i < c->n_layers; i++) {
         if (c->layer_full_attention[i]) continue;
-        memset(s->conv_state[i], 0, conv_state_floats(c) * sizeof(float));
-        memset(s->recurrent[i], 0, recurrent_floats(c) * sizeof(float));
+        memset(s->conv_state[i], 0, session_conv_state_floats(c) * sizeof(float));
+        memset(s->recurrent[i], 0, session_recurrent_floats(c) * sizeof(float));
     }
 }
 
@@ -150,8 +158,7 @@ static fm_status reserve_kv(fm_session *s, int needed) {
     const fm_config *c = &s->model->cfg;
     if (s->gpu) return cuda_session_reserve(s, needed);
     if (needed > s->kv_capacity) {
-        int cap = max_int(needed, max_int(256, s->kv_capacity * 2));
-        if (cap > s->max_context) cap = s->max_context;
+        const int cap = session_kv_grown(s, s->kv_capacity, needed);
         size_t row = (size_t)c->n_kv_heads * c->head_dim * sizeof(float);
         for (int i = 0; i < c->n_layers; i++) {
             if (!c->layer_full_attention[i]) continue;

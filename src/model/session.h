@@ -54,6 +54,13 @@ struct fm_session {
     store_stats store_base;     /* store counters when timing was reset */
 };
 
+/* Floats of one linear-attention layer's conv state and recurrent state. */
+size_t session_conv_state_floats(const fm_config *c);
+size_t session_recurrent_floats(const fm_config *c);
+/* The KV capacity to grow to from `capacity` to hold `needed` positions: at least doubled
+ * (from 256), at most the session's context limit. */
+int session_kv_grown(const fm_session *s, int capacity, int needed);
+
 /* Widest per-token temporary any block needs (floats). */
 int session_widest_row(const fm_config *c);
 

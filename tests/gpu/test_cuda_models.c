@@ -11,6 +11,7 @@
  * Usage: test_cuda_models MODELS_DIR (the unpacked fixtures). Prints ok/not ok lines; exit 0 if all pass,
  * 1 otherwise, 77 without a GPU. */
 #include "flashmoe.h"
+#include "test_util.h" /* rel_l2 */
 #include "load/safetensors.h"
 #include "model/session.h" /* fm_session_capture_hidden */
 
@@ -37,16 +38,6 @@ static void result(int ok, const char *fmt, ...) {
     fflush(stdout);
     va_end(ap);
     ok ? passed++ : failed++;
-}
-
-static double rel_l2(const float *a, const float *b, size_t n) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = (double)a[i] - b[i];
-        num += d * d;
-        den += (double)b[i] * b[i];
-    }
-    return den > 0 ? sqrt(num / den) : sqrt(num);
 }
 
 static int argmax(const float *x, int n) {

@@ -2,6 +2,7 @@
  * into one allocation, and the VRAM expert tier of packed models. */
 #include "backend/cuda/cuda_internal.h"
 #include "core/error.h"
+#include "quant/affine.h"
 #include "store/expert_store.h"
 
 #include <dlfcn.h>
@@ -69,17 +70,15 @@ static void *put(arena *a, const void *host, size_t bytes) {
 
 static float *put_f32(arena *a, const float *host, size_t n) { return put(a, host, n * sizeof(float)); }
 
-static size_t mat_data_bytes(const fm_mat *w) {
-    if (w->bits) return (size_t)w->rows * w->cols / 8 * w->bits;
-    return (size_t)w->rows * w->cols * fm_dtype_size(w->dtype);
-}
 
 static fm_mat put_mat(arena *a, const fm_mat *w) {
     fm_mat d = *w;
     if (!w->data) return d;
-    d.data = put(a, w->data, mat_data_bytes(w));
-    if (w->bits) {
-        size_t sb = (size_t)w->rows * (w->cols / w->group) * sizeof(uint16_t);
+    if (!w->bits) {
+        d.data = put(a, w->data, (size_t)w->rows * w->cols * fm_dtype_size(w->dtype));
+    } else {
+        d.data = put(a, w->data, fm_quant_weight_bytes(w->rows, w->cols, w->bits));
+        const size_t sb = fm_quant_scales_bytes(w->rows, w->cols, w->group);
         d.scales = put(a, w->scales, sb);
         d.biases = put(a, w->biases, sb);
     }

@@ -8,8 +8,6 @@
 
 #define EVENTS_PER_LAYER 6
 
-static size_t conv_floats(const fm_config *c) { return (size_t)fm_config_conv_dim(c) * (c->lin_conv_kernel - 1); }
-static size_t recurrent_floats(const fm_config *c) { return (size_t)c->lin_n_v_heads * c->lin_k_dim * c->lin_v_dim; }
 static int max_int(int a, int b) { return a > b ? a : b; }
 
 static fm_status dev_alloc(void *ptr, size_t bytes, const char *what) {
@@ -67,8 +65,8 @@ fm_status cuda_session_init(fm_session *s) {
         return fm_error(FM_ERR_NOMEM, "out of memory");
     for (int i = 0; i < L; i++) {
         if (c->layer_full_attention[i]) continue;
-        if ((st = dev_alloc(&q->conv_state[i], conv_floats(c) * sizeof(float), "allocating conv state")) ||
-            (st = dev_alloc(&q->recurrent[i], recurrent_floats(c) * sizeof(float), "allocating recurrent state")))
+        if ((st = dev_alloc(&q->conv_state[i], session_conv_state_floats(c) * sizeof(float), "allocating conv state")) ||
+            (st = dev_alloc(&q->recurrent[i], session_recurrent_floats(c) * sizeof(float), "allocating recurrent state")))
             return st;
     }
     const char *what = "allocating session scratch";
@@ -156,8 +154,8 @@ void cuda_session_reset(fm_session *s) {
     cudaSetDevice(s->model->gpu->device);
     for (int i = 0; i < c->n_layers; i++) {
         if (c->layer_full_attention[i]) continue;
-        cudaMemsetAsync(q->conv_state[i], 0, conv_floats(c) * sizeof(float), q->stream);
-        cudaMemsetAsync(q->recurrent[i], 0, recurrent_floats(c) * sizeof(float), q->stream);
+        cudaMemsetAsync(q->conv_state[i], 0, session_conv_state_floats(c) * sizeof(float), q->stream);
+        cudaMemsetAsync(q->recurrent[i], 0, session_recurrent_floats(c) * sizeof(float), q->stream);
     }
     cudaStreamSynchronize(q->stream);
 }
@@ -166,8 +164,7 @@ fm_status cuda_session_reserve(fm_session *s, int needed) {
     cuda_session *q = s->gpu;
     const fm_config *c = &s->model->cfg;
     if (needed <= q->kv_capacity) return FM_OK;
-    int cap = max_int(needed, max_int(256, q->kv_capacity * 2));
-    if (cap > s->max_context) cap = s->max_context;
+    const int cap = session_kv_grown(s, q->kv_capacity, needed);
     const size_t row = (size_t)c->n_kv_heads * c->head_dim * sizeof(float);
     CUDA_TRY(cudaSetDevice(s->model->gpu->device), "selecting the GPU");
     CUDA_TRY(cudaStreamSynchronize(q->stream), "waiting for the GPU");

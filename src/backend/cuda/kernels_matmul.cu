@@ -104,6 +104,26 @@ __global__ void __launch_bounds__(256) k_mat_rows(float *__restrict__ out, fm_ma
     }
 }
 
+/* block_dot for a format known only at run time: the jobs of one grouped
+ * launch sit in device memory, so each block switches on its own job's format. */
+template <int R, int TT>
+__device__ __forceinline__ void block_dot_any(const fm_mat &w, bool vec, const RowRef (&rr)[R], int cols, int gshift,
+                                              int xc, const float *const *xsrc, float *xs, float (&acc)[R][TT]) {
+    switch (fmt_of(w) * 2 + (vec ? 1 : 0)) {
+#define FMT_CASE(FMT)                                                                                                  \
+    case FMT * 2: block_dot<FMT, false, R, TT>(rr, cols, gshift, xc, xsrc, xs, acc); break;                           \
+    case FMT * 2 + 1: block_dot<FMT, true, R, TT>(rr, cols, gshift, xc, xsrc, xs, acc); break;
+        FMT_CASE(FMT_F32)
+        FMT_CASE(FMT_F16)
+        FMT_CASE(FMT_BF16)
+        FMT_CASE(FMT_Q2)
+        FMT_CASE(FMT_Q4)
+        FMT_CASE(FMT_Q8)
+#undef FMT_CASE
+    default: break;
+    }
+}
+
 /* ---- cuk_ffn_grouped ----------------------------------------------------------- */
 
 /* h[i, f] = silu(gate_f · x_i) * (up_f · x_i): warp = one f (gate row and up
@@ -136,19 +156,7 @@ __global__ void __launch_bounds__(MM_THREADS, mm_min_blocks(TT))
     const bool vec = vec_ok(gate) && vec_ok(up);
     float *xs = reinterpret_cast<float *>(smem4);
     float acc[2][TT] = {};
-    switch (fmt_of(gate) * 2 + (vec ? 1 : 0)) {
-#define FFN_CASE(FMT)                                                                                                  \
-    case FMT * 2: block_dot<FMT, false, 2, TT>(rr, gate.cols, gshift, xc, xsrc, xs, acc); break;                      \
-    case FMT * 2 + 1: block_dot<FMT, true, 2, TT>(rr, gate.cols, gshift, xc, xsrc, xs, acc); break;
-        FFN_CASE(FMT_F32)
-        FFN_CASE(FMT_F16)
-        FFN_CASE(FMT_BF16)
-        FFN_CASE(FMT_Q2)
-        FFN_CASE(FMT_Q4)
-        FFN_CASE(FMT_Q8)
-#undef FFN_CASE
-    default: break;
-    }
+    block_dot_any<2, TT>(gate, vec, rr, gate.cols, gshift, xc, xsrc, xs, acc);
     warp_reduce_acc<2, TT>(acc);
     if (lane == 0 && f0 < gate.rows) {
 #pragma unroll
@@ -183,19 +191,7 @@ __global__ void __launch_bounds__(MM_THREADS, mm_min_blocks(TT))
     const bool vec = vec_ok(down);
     float *xs = reinterpret_cast<float *>(smem4);
     float acc[R][TT] = {};
-    switch (fmt_of(down) * 2 + (vec ? 1 : 0)) {
-#define FFN_CASE(FMT)                                                                                                  \
-    case FMT * 2: block_dot<FMT, false, R, TT>(rr, down.cols, gshift, xc, xsrc, xs, acc); break;                      \
-    case FMT * 2 + 1: block_dot<FMT, true, R, TT>(rr, down.cols, gshift, xc, xsrc, xs, acc); break;
-        FFN_CASE(FMT_F32)
-        FFN_CASE(FMT_F16)
-        FFN_CASE(FMT_BF16)
-        FFN_CASE(FMT_Q2)
-        FFN_CASE(FMT_Q4)
-        FFN_CASE(FMT_Q8)
-#undef FFN_CASE
-    default: break;
-    }
+    block_dot_any<R, TT>(down, vec, rr, down.cols, gshift, xc, xsrc, xs, acc);
     warp_reduce_acc<R, TT>(acc);
     if (lane == 0) {
 #pragma unroll
