@@ -13,10 +13,10 @@ CC ?= cc
 CFLAGS_native   := -O3 -march=native
 CFLAGS_portable := -O3 -DFM_MULTIVERSION
 CFLAGS_asan     := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
-CFLAGS := -std=c11 -Wall -Wextra -D_GNU_SOURCE -Iinclude -Isrc -fopenmp $(CFLAGS_$(MODE)) $(EXTRA_CFLAGS)
+CFLAGS := -std=c11 -Wall -Wextra -D_GNU_SOURCE -Iinclude -Isrc -Iapp -fopenmp $(CFLAGS_$(MODE)) $(EXTRA_CFLAGS)
 BASE_LDLIBS := -lcjson -lpcre2-8 -lutf8proc -luring -lxxhash -lpthread -lm
 LDLIBS := $(BASE_LDLIBS)
-APP_LDLIBS := -ledit
+APP_LDLIBS := -ledit -lmicrohttpd
 TEST_LDLIBS := -lcmocka
 
 # ---- CUDA backend ----------------------------------------------------------
@@ -67,11 +67,13 @@ endif
 CPU_LIB_SRC := $(wildcard src/core/*.c src/load/*.c src/model/*.c src/model/arch/*.c src/backend/cpu/*.c src/quant/*.c \
                          src/store/*.c src/pack/*.c src/text/*.c src/generate/*.c)
 LIB_SRC := $(CPU_LIB_SRC) $(BACKEND_SRC)
-APP_SRC := $(wildcard app/*.c)
+APP_SRC := $(wildcard app/*.c app/*/*.c)
 TESTS := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
 TESTS := $(filter-out test_util,$(TESTS))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o) $(CUDA_SRC:%.cu=$(BUILD)/%.o)
 APP_OBJ := $(APP_SRC:%.c=$(BUILD)/%.o)
+# The app's modules without main(): unit tests (tests/test_*.c) link them too.
+APP_LIB := $(BUILD)/libflashmoe_app.a
 
 .PHONY: all portable asan test bench demo clean fuzz
 all: $(BUILD)/flashmoe $(TESTS:%=$(BUILD)/tests/%) $(BUILD)/tests/ref_tool $(BUILD)/bench/bench_decode $(BUILD)/bench/synth_model $(BUILD)/bench/bench_tokenizer $(BUILD)/bench/bench_qkernels $(BUILD)/bench/bench_expert_fetch $(BUILD)/bench/synth_packed $(BUILD)/bench/bench_stream $(BUILD)/bench/eval_assistant $(GPU_PROGS)
@@ -96,9 +98,13 @@ $(BUILD)/libflashmoe.a: $(LIB_OBJ)
 $(BUILD)/flashmoe: $(APP_OBJ) $(BUILD)/libflashmoe.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) $(APP_LDLIBS)
 
-$(BUILD)/tests/%: tests/%.c tests/test_util.c $(BUILD)/libflashmoe.a
+$(APP_LIB): $(filter-out $(BUILD)/app/main.o,$(APP_OBJ))
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+$(BUILD)/tests/%: tests/%.c tests/test_util.c $(APP_LIB) $(BUILD)/libflashmoe.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< tests/test_util.c $(BUILD)/libflashmoe.a $(LDLIBS) $(TEST_LDLIBS)
+	$(CC) $(CFLAGS) -o $@ $< tests/test_util.c $(APP_LIB) $(BUILD)/libflashmoe.a $(LDLIBS) $(APP_LDLIBS) $(TEST_LDLIBS)
 
 $(BUILD)/bench/%: bench/%.c bench/bench_common.c bench/bench_common.h $(BUILD)/libflashmoe.a
 	@mkdir -p $(dir $@)
@@ -126,9 +132,11 @@ $(GPU_TESTS:%=$(BUILD)/tests/%): $(BUILD)/tests/%: tests/gpu/%.c tests/test_util
 FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -Iinclude -Isrc -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 fuzz: $(patsubst tests/fuzz/%.c,build/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_LIB_SRC := $(CPU_LIB_SRC) $(wildcard src/backend/cuda_stub.c)
-build/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_SRC)
+# Parsers of the app (tool calls) are fuzzed too: their sources join every target.
+FUZZ_APP_SRC := $(wildcard app/server/tool_calls.c)
+build/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_SRC) $(FUZZ_APP_SRC)
 	@mkdir -p $(dir $@)
-	clang $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_LIB_SRC) $(BASE_LDLIBS) -fopenmp
+	clang $(FUZZ_CFLAGS) -Iapp -o $@ $< $(FUZZ_LIB_SRC) $(FUZZ_APP_SRC) $(BASE_LDLIBS) -fopenmp
 
 test:
 	./tests/run_all.sh
