@@ -134,6 +134,19 @@ int fm_session_position(const fm_session *session); /* tokens consumed so far */
 fm_status fm_session_eval(fm_session *session, const int32_t *tokens, int n_tokens,
                           fm_logits_mode mode, float *logits);
 
+/* Snapshots: the session's state (position, KV cache up to it, linear-attention
+ * state) as bytes in host memory, to return to a conversation's prefix later
+ * without prefilling it again (prompt caches). A snapshot restores only into a
+ * session of the same model; its size grows with the position. */
+size_t fm_session_state_size(const fm_session *session);
+fm_status fm_session_state_save(const fm_session *session, void *buf, size_t size);
+fm_status fm_session_state_load(fm_session *session, const void *buf, size_t size);
+/* Keeps the first n_tokens tokens and forgets the rest. Only models whose layers
+ * are all full attention can go back (a KV cache is cut; linear-attention state
+ * cannot be rewound): FM_ERR_UNSUPPORTED otherwise, unless n_tokens is the position. */
+int fm_session_can_truncate(const fm_session *session);
+fm_status fm_session_truncate(fm_session *session, int n_tokens);
+
 /* Where the time of fm_session_eval calls went, per layer and in total,
  * since the session was created or fm_session_reset_timing was called. */
 typedef struct {

@@ -45,5 +45,13 @@ fm_status cuda_forward_ubatch(struct fm_session *s, const int32_t *tokens, int n
     (void)s, (void)tokens, (void)n, (void)logit_row0, (void)logits, (void)capture_offset, (void)capture_total;
     return fm_error(FM_ERR_UNSUPPORTED, "this flashmoe was built without CUDA");
 }
+void *cuda_session_state(struct fm_session *s, int layer, int which) {
+    (void)s, (void)layer, (void)which;
+    return NULL;
+}
+fm_status cuda_session_copy(struct fm_session *s, void *dst, const void *src, size_t bytes, int to_device) {
+    (void)s, (void)dst, (void)src, (void)bytes, (void)to_device;
+    return fm_error(FM_ERR_UNSUPPORTED, "this flashmoe was built without CUDA");
+}
 void cuda_session_timing(const struct fm_session *s, fm_timing *out) { (void)s, (void)out; }
 void cuda_session_reset_timing(struct fm_session *s) { (void)s; }

@@ -154,7 +154,7 @@ void fm_session_capture_hidden(fm_session *s, float *dst) { s->capture_hidden = 
 
 /* Grows every full-attention layer's KV cache to hold `needed` positions, and
  * the per-thread attention score rows with it. */
-static fm_status reserve_kv(fm_session *s, int needed) {
+fm_status session_reserve_kv(fm_session *s, int needed) {
     const fm_config *c = &s->model->cfg;
     if (s->gpu) return cuda_session_reserve(s, needed);
     if (needed > s->kv_capacity) {
@@ -192,7 +192,7 @@ fm_status fm_session_eval(fm_session *s, const int32_t *tokens, int n, fm_logits
     if (n > s->max_context - s->pos)
         return fm_error(FM_ERR_ARGUMENT, "%d tokens after %d exceed the context limit of %d tokens", n, s->pos,
                         s->max_context);
-    fm_status st = reserve_kv(s, s->pos + n);
+    fm_status st = session_reserve_kv(s, s->pos + n);
     if (st != FM_OK) return st;
 
     const size_t V = (size_t)c->vocab_size;

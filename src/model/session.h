@@ -61,6 +61,9 @@ size_t session_recurrent_floats(const fm_config *c);
  * (from 256), at most the session's context limit. */
 int session_kv_grown(const fm_session *s, int capacity, int needed);
 
+/* Grows the KV caches (host or device) to hold `needed` positions. */
+fm_status session_reserve_kv(fm_session *s, int needed);
+
 /* Widest per-token temporary any block needs (floats). */
 int session_widest_row(const fm_config *c);
 

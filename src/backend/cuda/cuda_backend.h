@@ -35,6 +35,11 @@ void cuda_session_free(struct fm_session *s);
 void cuda_session_reset(struct fm_session *s);
 /* Grows the device KV caches to hold `needed` positions. */
 fm_status cuda_session_reserve(struct fm_session *s, int needed);
+/* The device address of a layer's state: which 0 = K cache or conv state, 1 = V cache or
+ * recurrent state (for snapshots, model/session_state.c). */
+void *cuda_session_state(struct fm_session *s, int layer, int which);
+/* Copies bytes between host memory and the session's device memory (to_device: host → device). */
+fm_status cuda_session_copy(struct fm_session *s, void *dst, const void *src, size_t bytes, int to_device);
 /* forward_ubatch on the GPU (same contract, see model/session.h). */
 fm_status cuda_forward_ubatch(struct fm_session *s, const int32_t *tokens, int n, int logit_row0, float *logits,
                               int capture_offset, int capture_total);

@@ -160,6 +160,20 @@ void cuda_session_reset(fm_session *s) {
     cudaStreamSynchronize(q->stream);
 }
 
+void *cuda_session_state(fm_session *s, int layer, int which) {
+    cuda_session *q = s->gpu;
+    if (s->model->cfg.layer_full_attention[layer]) return which ? q->v_cache[layer] : q->k_cache[layer];
+    return which ? q->recurrent[layer] : q->conv_state[layer];
+}
+
+fm_status cuda_session_copy(fm_session *s, void *dst, const void *src, size_t bytes, int to_device) {
+    CUDA_TRY(cudaSetDevice(s->model->gpu->device), "selecting the GPU");
+    CUDA_TRY(cudaStreamSynchronize(s->gpu->stream), "waiting for the GPU");
+    CUDA_TRY(cudaMemcpy(dst, src, bytes, to_device ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost),
+             "copying session state");
+    return FM_OK;
+}
+
 fm_status cuda_session_reserve(fm_session *s, int needed) {
     cuda_session *q = s->gpu;
     const fm_config *c = &s->model->cfg;
