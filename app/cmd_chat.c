@@ -200,7 +200,7 @@ int cmd_chat(int argc, char **argv) {
         if (!rc) {
             interrupted = 0;
             sigaction(SIGINT, &sa, &old);
-            if (c.have_last) free(c.last.text);
+            if (c.have_last) engine_result_free(&c.last);
             rc = engine_generate(&e, ids, n, &o, &interrupted, stdout, &c.last);
             c.have_last = !rc;
             sigaction(SIGINT, &old, NULL);
@@ -218,7 +218,7 @@ int cmd_chat(int argc, char **argv) {
         free(feed);
         free(line);
     }
-    if (c.have_last) free(c.last.text);
+    if (c.have_last) engine_result_free(&c.last);
     cJSON_Delete(c.messages);
     free(c.consumed);
     free(system);

@@ -73,7 +73,7 @@ int cmd_run(int argc, char **argv) {
                     res.n_generated / (res.decode_s > 0 ? res.decode_s : 1e-9), res.finish);
         if (o.common.timing) cli_print_timing(e.session);
     }
-    free(res.text);
+    engine_result_free(&res);
     free(ids);
     free(text);
     cJSON_free(msgs);

@@ -232,12 +232,12 @@ static int is_eos(const engine *e, int32_t tok) {
 }
 
 /* Length of the longest suffix of s[0, n) that is a proper prefix of a stop string. */
-static size_t stop_prefix_tail(const char *s, size_t n, const engine_options *o) {
+static size_t stop_prefix_tail(const char *s, size_t n, const generate_params *p) {
     size_t best = 0;
-    for (int k = 0; k < o->n_stop; k++) {
-        size_t sl = strlen(o->stop[k]);
+    for (int k = 0; k < p->n_stop; k++) {
+        size_t sl = strlen(p->stop[k]);
         for (size_t l = sl - 1; l > best; l--)
-            if (l <= n && !memcmp(s + n - l, o->stop[k], l)) {
+            if (l <= n && !memcmp(s + n - l, p->stop[k], l)) {
                 best = l;
                 break;
             }
@@ -245,42 +245,69 @@ static size_t stop_prefix_tail(const char *s, size_t n, const engine_options *o)
     return best;
 }
 
-int engine_generate(engine *e, const int32_t *prompt, int n_prompt, const engine_options *o,
-                    volatile sig_atomic_t *cancel, FILE *out, engine_result *r) {
+void engine_result_free(engine_result *r) {
+    free(r->text);
+    free(r->tokens);
+    r->text = NULL;
+    r->tokens = NULL;
+}
+
+static int result_fail(engine_result *r, const char *what) {
+    snprintf(r->error, sizeof r->error, "%s: %s", what, fm_last_error());
+    return cli_fail("%s", r->error);
+}
+
+/* Prompt tokens per eval call: cancellation is checked between them. */
+enum { PREFILL_CHUNK = 512 };
+
+int engine_generate_with(engine *e, const int32_t *prompt, int n_prompt, const generate_params *p, engine_result *r) {
     memset(r, 0, sizeof *r);
     r->n_prompt = n_prompt;
     const int V = e->info->vocab_size;
     float *logits = malloc((size_t)V * sizeof *logits);
     size_t cap = 4096, len = 0, shown = 0;
     char *text = malloc(cap);
+    int32_t *toks = malloc(((size_t)p->max_tokens + 1) * sizeof *toks);
     fm_detokenizer *detok = NULL;
-    if (!logits || !text || fm_detokenizer_new(e->tok, 1, &detok) != FM_OK) {
+    if (!logits || !text || !toks || fm_detokenizer_new(e->tok, 1, &detok) != FM_OK) {
         free(logits);
         free(text);
+        free(toks);
+        snprintf(r->error, sizeof r->error, "out of memory");
         return cli_fail("out of memory");
     }
-    for (int i = 0; i < n_prompt; i++) fm_sampler_accept(e->sampler, prompt[i]);
+    for (int i = 0; i < n_prompt; i++) fm_sampler_accept(p->sampler, prompt[i]);
     int rc = 0;
     double t0 = now_seconds();
-    if (n_prompt && fm_session_eval(e->session, prompt, n_prompt, FM_LOGITS_LAST, logits) != FM_OK)
-        rc = cli_fail_lib("prefill");
-    double t1 = now_seconds();
     r->finish = "length";
-    while (!rc) {
-        if (cancel && *cancel) {
+    for (int done = 0; !rc && done < n_prompt;) {
+        if (p->cancelled && p->cancelled(p->user)) {
             r->finish = "cancelled";
             break;
         }
-        if (r->n_generated == o->max_tokens) break;
-        int32_t tok = fm_sampler_sample(e->sampler, logits);
-        fm_sampler_accept(e->sampler, tok);
+        int n = n_prompt - done < PREFILL_CHUNK ? n_prompt - done : PREFILL_CHUNK;
+        fm_logits_mode mode = done + n == n_prompt ? FM_LOGITS_LAST : FM_LOGITS_NONE;
+        if (fm_session_eval(p->session, prompt + done, n, mode, logits) != FM_OK) rc = result_fail(r, "prefill");
+        done += n;
+    }
+    double t1 = now_seconds();
+    if (!rc && p->on_prefilled && strcmp(r->finish, "cancelled")) p->on_prefilled(p->user);
+    while (!rc && strcmp(r->finish, "cancelled")) {
+        if (p->cancelled && p->cancelled(p->user)) {
+            r->finish = "cancelled";
+            break;
+        }
+        if (r->n_generated == p->max_tokens) break;
+        int32_t tok = fm_sampler_sample(p->sampler, logits);
+        fm_sampler_accept(p->sampler, tok);
         r->n_generated++;
         int eos = is_eos(e, tok);
         /* Feed every token, EOS included, so the session ends on a whole turn. */
-        if (fm_session_eval(e->session, &tok, 1, FM_LOGITS_LAST, logits) != FM_OK) {
-            rc = cli_fail_lib("decode");
+        if (fm_session_eval(p->session, &tok, 1, FM_LOGITS_LAST, logits) != FM_OK) {
+            rc = result_fail(r, "decode");
             break;
         }
+        toks[r->n_tokens++] = tok;
         if (eos) {
             r->finish = "stop";
             r->ate_eos = 1;
@@ -291,6 +318,7 @@ int engine_generate(engine *e, const int32_t *prompt, int n_prompt, const engine
         if (len + n + 1 > cap) {
             char *t = realloc(text, cap = 2 * (len + n + 1));
             if (!t) {
+                snprintf(r->error, sizeof r->error, "out of memory");
                 rc = cli_fail("out of memory");
                 break;
             }
@@ -301,15 +329,12 @@ int engine_generate(engine *e, const int32_t *prompt, int n_prompt, const engine
         text[len] = 0;
         /* Stop strings: stop at the first one; hold back what may begin one. */
         const char *hit = NULL;
-        for (int k = 0; k < o->n_stop; k++) {
-            const char *h = strstr(text + (shown > 64 ? shown - 64 : 0), o->stop[k]);
+        for (int k = 0; k < p->n_stop; k++) {
+            const char *h = strstr(text + (shown > 64 ? shown - 64 : 0), p->stop[k]);
             if (h && (!hit || h < hit)) hit = h;
         }
-        size_t safe = hit ? (size_t)(hit - text) : len - stop_prefix_tail(text, len, o);
-        if (safe > shown && out) {
-            fwrite(text + shown, 1, safe - shown, out);
-            fflush(out);
-        }
+        size_t safe = hit ? (size_t)(hit - text) : len - stop_prefix_tail(text, len, p);
+        if (safe > shown && p->on_text) p->on_text(p->user, text + shown, safe - shown);
         if (safe > shown) shown = safe;
         if (hit) {
             len = (size_t)(hit - text);
@@ -324,15 +349,44 @@ int engine_generate(engine *e, const int32_t *prompt, int n_prompt, const engine
         memcpy(text + len, tail, tail_n);
         text[len += tail_n] = 0;
     }
-    if (!rc && out && len > shown) { /* held back as a possible stop string that never completed */
-        fwrite(text + shown, 1, len - shown, out);
-        fflush(out);
-    }
+    if (!rc && p->on_text && len > shown) /* held back as a possible stop string that never completed */
+        p->on_text(p->user, text + shown, len - shown);
     double t2 = now_seconds();
     r->prefill_s = t1 - t0;
     r->decode_s = t2 - t1;
     r->text = text;
+    r->tokens = toks;
     fm_detokenizer_free(detok);
     free(logits);
     return rc;
+}
+
+typedef struct {
+    FILE *out;
+    volatile sig_atomic_t *cancel;
+} terminal_sink;
+
+static void terminal_text(void *user, const char *text, size_t len) {
+    terminal_sink *t = user;
+    fwrite(text, 1, len, t->out);
+    fflush(t->out);
+}
+
+static int terminal_cancelled(void *user) {
+    terminal_sink *t = user;
+    return t->cancel && *t->cancel;
+}
+
+int engine_generate(engine *e, const int32_t *prompt, int n_prompt, const engine_options *o,
+                    volatile sig_atomic_t *cancel, FILE *out, engine_result *r) {
+    terminal_sink sink = {out, cancel};
+    generate_params p = {.session = e->session,
+                         .sampler = e->sampler,
+                         .max_tokens = o->max_tokens,
+                         .stop = o->stop,
+                         .n_stop = o->n_stop,
+                         .on_text = out ? terminal_text : NULL,
+                         .cancelled = terminal_cancelled,
+                         .user = &sink};
+    return engine_generate_with(e, prompt, n_prompt, &p, r);
 }

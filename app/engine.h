@@ -53,12 +53,36 @@ typedef struct {
     double prefill_s, decode_s;
     const char *finish; /* "stop" (EOS), "stop string", "length", "cancelled" */
     char *text;         /* everything generated, stop string excluded (malloc'd) */
+    int32_t *tokens;    /* the generated tokens fed to the session, EOS included (malloc'd) */
+    int n_tokens;
     int ate_eos;        /* the EOS token was fed into the session */
+    char error[512];    /* why it failed (also printed), when the call returned non-zero */
 } engine_result;
+void engine_result_free(engine_result *r);
 
-/* Feeds `prompt` after what the session holds, then samples until EOS, a stop
- * string, max_tokens or *cancel, streaming text to `out`. The EOS token is fed
- * too, so the session ends on a complete turn. 0 or the exit code. */
+/* One generation: where, how, and who hears about it. */
+typedef struct {
+    fm_session *session;
+    fm_sampler *sampler;
+    int max_tokens;
+    const char *const *stop; /* stop strings (not included in the text) */
+    int n_stop;
+    /* Text as it becomes final (what may begin a stop string is held back). */
+    void (*on_text)(void *user, const char *text, size_t len);
+    /* Polled between prompt chunks and tokens: nonzero stops ("cancelled"). */
+    int (*cancelled)(void *user);
+    /* Once the prompt is in the session, before the first token is sampled. */
+    void (*on_prefilled)(void *user);
+    void *user;
+} generate_params;
+
+/* Feeds `prompt` after what the session holds (and to the sampler's history),
+ * then samples until EOS, a stop string, max_tokens or cancellation. The EOS
+ * token is fed too, so the session ends on a complete turn. 0 or the exit code
+ * (r->error says why). */
+int engine_generate_with(engine *e, const int32_t *prompt, int n_prompt, const generate_params *p, engine_result *r);
+
+/* The same on the engine's session and sampler with run/chat's options, streaming text to `out`. */
 int engine_generate(engine *e, const int32_t *prompt, int n_prompt, const engine_options *o,
                     volatile sig_atomic_t *cancel, FILE *out, engine_result *r);
 
