@@ -130,6 +130,7 @@ int engine_open(engine *e, const engine_options *o) {
     e->opt_timing = o->common.timing;
     if (rc) return rc;
     e->info = fm_model_get_info(e->model);
+    e->max_context = o->common.max_context > 0 ? o->common.max_context : e->info->max_position_embeddings;
     const char *tp = o->tokenizer_path ? o->tokenizer_path : cli_model_dir(&o->common);
     if (fm_tokenizer_open(tp, &e->tok) != FM_OK) {
         engine_close(e);
@@ -331,7 +332,7 @@ int engine_generate_with(engine *e, const int32_t *prompt, int n_prompt, const g
         const char *hit = NULL;
         for (int k = 0; k < p->n_stop; k++) {
             const char *h = strstr(text + (shown > 64 ? shown - 64 : 0), p->stop[k]);
-            if (h && (!hit || h < hit)) hit = h;
+            if (h && (!hit || h < hit)) hit = h, r->stop_hit = p->stop[k];
         }
         size_t safe = hit ? (size_t)(hit - text) : len - stop_prefix_tail(text, len, p);
         if (safe > shown && p->on_text) p->on_text(p->user, text + shown, safe - shown);

@@ -16,6 +16,7 @@ typedef struct {
     const fm_model_info *info;
     int32_t eos[16];
     int n_eos;
+    int max_context; /* tokens the session holds at most */
     int opt_timing; /* --timing: /stats in chat adds the per-layer breakdown */
     char *tools;    /* --tools: the JSON array of tool definitions, or NULL */
 } engine;
@@ -52,6 +53,7 @@ typedef struct {
     int n_prompt, n_generated;
     double prefill_s, decode_s;
     const char *finish; /* "stop" (EOS), "stop string", "length", "cancelled" */
+    const char *stop_hit; /* the stop string met (one of generate_params.stop) */
     char *text;         /* everything generated, stop string excluded (malloc'd) */
     int32_t *tokens;    /* the generated tokens fed to the session, EOS included (malloc'd) */
     int n_tokens;

@@ -13,6 +13,7 @@ static void usage(FILE *out) {
           "commands:\n"
           "  run       -m DIR -p \"prompt\" [-n N] [--temp T ...]   answer one prompt (chat template, streaming)\n"
           "  chat      -m DIR                          multi-turn chat in the terminal\n"
+          "  serve     -m DIR [--port 8000]             OpenAI/Anthropic-compatible HTTP server\n"
           "  info      -m DIR                          architecture, dimensions, layer schedule, sizes\n"
           "  score     -m DIR --ids 1,2,3 -o OUT       logits of every position, raw float32 [T, vocab]\n"
           "  generate  -m DIR --ids 1,2,3 -n N --greedy  N generated token ids on one line\n"
@@ -51,6 +52,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 1, argv + 1);
     if (!strcmp(cmd, "run")) return cmd_run(argc - 1, argv + 1);
     if (!strcmp(cmd, "chat")) return cmd_chat(argc - 1, argv + 1);
+    if (!strcmp(cmd, "serve")) return cmd_serve(argc - 1, argv + 1);
     if (!strcmp(cmd, "convert")) return cmd_convert(argc - 1, argv + 1);
     if (!strcmp(cmd, "verify")) return cmd_verify(argc - 1, argv + 1);
     usage(stderr);
