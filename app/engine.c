@@ -287,9 +287,11 @@ int engine_generate_with(engine *e, const int32_t *prompt, int n_prompt, const g
             break;
         }
         int n = n_prompt - done < PREFILL_CHUNK ? n_prompt - done : PREFILL_CHUNK;
+        if (p->on_checkpoint && p->checkpoint > done && p->checkpoint < done + n) n = p->checkpoint - done;
         fm_logits_mode mode = done + n == n_prompt ? FM_LOGITS_LAST : FM_LOGITS_NONE;
         if (fm_session_eval(p->session, prompt + done, n, mode, logits) != FM_OK) rc = result_fail(r, "prefill");
         done += n;
+        if (!rc && p->on_checkpoint && done == p->checkpoint && done < n_prompt) p->on_checkpoint(p->user);
     }
     double t1 = now_seconds();
     if (!rc && p->on_prefilled && strcmp(r->finish, "cancelled")) p->on_prefilled(p->user);

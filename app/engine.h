@@ -75,6 +75,10 @@ typedef struct {
     int (*cancelled)(void *user);
     /* Once the prompt is in the session, before the first token is sampled. */
     void (*on_prefilled)(void *user);
+    /* Once the first `checkpoint` prompt tokens are in (0 < checkpoint < n_prompt), e.g. to snapshot
+     * the conversation before the template's generation prompt. */
+    int checkpoint;
+    void (*on_checkpoint)(void *user);
     void *user;
 } generate_params;
 

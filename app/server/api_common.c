@@ -112,35 +112,42 @@ int api_tokenize_prompt(server *srv, const char *text, job *j, api_error *err) {
     return 0;
 }
 
+/* Tokens of `text` when they begin ids[0, n) (same tokenization at the boundary), else 0. */
+static int prefix_tokens(server *srv, const char *text, const int32_t *ids, int n) {
+    int32_t *base = NULL;
+    int nb = 0;
+    if (fm_tokenizer_encode(srv->e->tok, text, strlen(text), &base, &nb) != FM_OK) return 0;
+    int ok = nb > 0 && nb < n && !memcmp(base, ids, (size_t)nb * sizeof *ids);
+    free(base);
+    return ok ? nb : 0;
+}
+
 int api_render_chat(server *srv, cJSON *messages, cJSON *tools, int thinking, job *j, api_error *err) {
     if (!srv->e->tmpl) return api_fail(err, 400, "this model has no chat template: use /v1/completions");
     char *json = cJSON_PrintUnformatted(messages), *tools_json = tools ? cJSON_PrintUnformatted(tools) : NULL;
-    if (!json || (tools && !tools_json)) {
-        cJSON_free(json);
-        cJSON_free(tools_json);
-        return api_fail(err, 500, "out of memory");
-    }
+    char *text = NULL, *base = NULL;
+    int rc = 0;
+    if (!json || (tools && !tools_json) || (tools_json && !(j->tools_json = strdup(tools_json))))
+        rc = api_fail(err, 500, "out of memory");
     fm_chat_options co = {.add_generation_prompt = 1, .enable_thinking = thinking};
-    char *text = NULL;
     pthread_mutex_lock(&srv->text_mu);
-    fm_status st = fm_chat_template_render(srv->e->tmpl, json, tools_json, &co, &text);
+    if (!rc && fm_chat_template_render(srv->e->tmpl, json, tools_json, &co, &text) != FM_OK)
+        rc = api_fail(err, 400, "the chat template rejected the messages: %s", fm_last_error());
+    if (!rc && fm_tokenizer_encode(srv->e->tok, text, strlen(text), &j->ids, &j->n_ids) != FM_OK)
+        rc = api_fail(err, 400, "cannot tokenize the prompt: %s", fm_last_error());
+    if (!rc && !j->n_ids) rc = api_fail(err, 400, "the prompt is empty");
+    /* The conversation without the generation prompt: where its next turn branches off, since
+     * templates render an answer in the history unlike the model wrote it (e.g. without its
+     * reasoning). The worker snapshots the session there. */
+    co.add_generation_prompt = 0;
+    if (!rc && fm_chat_template_render(srv->e->tmpl, json, tools_json, &co, &base) == FM_OK)
+        j->n_base = prefix_tokens(srv, base, j->ids, j->n_ids);
     pthread_mutex_unlock(&srv->text_mu);
-    cJSON_free(json);
-    if (st != FM_OK) {
-        cJSON_free(tools_json);
-        return api_fail(err, 400, "the chat template rejected the messages: %s", fm_last_error());
-    }
-    if (tools_json) {
-        j->tools_json = strdup(tools_json);
-        cJSON_free(tools_json);
-        if (!j->tools_json) {
-            free(text);
-            return api_fail(err, 500, "out of memory");
-        }
-    }
-    j->think_open = ends_in_think(text);
-    int rc = api_tokenize_prompt(srv, text, j, err);
+    if (!rc) j->think_open = ends_in_think(text);
+    free(base);
     free(text);
+    cJSON_free(json);
+    cJSON_free(tools_json);
     return rc;
 }
 

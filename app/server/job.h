@@ -18,6 +18,8 @@ typedef struct job {
     /* The request (set before the job is queued; read-only after). */
     int32_t *ids;          /* the whole prompt */
     int n_ids;
+    int n_base;            /* tokens of the conversation before the generation prompt (0: unknown):
+                              the next turn of a conversation starts with them */
     fm_sampler_params sampling;
     int max_tokens;
     char *stop[JOB_MAX_STOP];
@@ -34,13 +36,15 @@ typedef struct job {
     size_t reasoning_from, reasoning_to; /* raw[from, to) is reasoning sent so far... may grow */
     size_t content_from, content_to;     /* raw[from, to) is content safe to send */
     int reasoning_done;                  /* no more reasoning will come */
+    int started;           /* the worker took it: n_cached is known */
+    int n_cached;          /* prompt tokens reused from the live session or the prompt cache */
     /* When done: */
     int done;
     int status;            /* 0, or the HTTP status of a failure (error set) */
     char error[512];
     const char *finish;    /* "stop", "length", "tool_calls", "stop string", "cancelled" */
     const char *stop_hit;  /* the stop string met, or NULL */
-    int n_cached, n_generated;
+    int n_generated;
     double prefill_s, decode_s;
     assistant_output out;  /* the parsed answer (reasoning, content, tool calls) */
 } job;

@@ -1,6 +1,6 @@
 /* Assistant output parser: see tool_calls.h. Every JSON text is copied into a
- * NUL-terminated buffer before cJSON sees it (the output need not end in a
- * NUL, and older cJSON releases read a byte past a length-bounded buffer). */
+ * NUL-terminated buffer before cJSON sees it: the output need not end in a
+ * NUL, and cJSON (not built with sanitizers) then cannot read past it. */
 #include "server/tool_calls.h"
 
 #include <cjson/cJSON.h>

@@ -96,9 +96,19 @@ static void on_prefilled(void *user) {
     if (r->w->cache) prompt_cache_put(r->w->cache, r->w->e->session, r->j->ids, r->j->n_ids);
 }
 
+static void on_checkpoint(void *user) {
+    run_ctx *r = user;
+    if (r->w->cache) prompt_cache_put(r->w->cache, r->w->e->session, r->j->ids, r->j->n_base);
+}
+
 static void run_job(worker *w, job *j) {
     engine *e = w->e;
     int cached = reuse_prefix(w, j);
+    pthread_mutex_lock(&j->mu);
+    j->n_cached = cached;
+    j->started = 1;
+    pthread_cond_broadcast(&j->cv);
+    pthread_mutex_unlock(&j->mu);
     fm_sampler *sampler = NULL;
     engine_result r = {0};
     int rc;
@@ -116,6 +126,8 @@ static void run_job(worker *w, job *j) {
                              .on_text = on_text,
                              .cancelled = is_cancelled,
                              .on_prefilled = on_prefilled,
+                             .checkpoint = j->n_base - cached,
+                             .on_checkpoint = j->n_base > cached ? on_checkpoint : NULL,
                              .user = &ctx};
         rc = engine_generate_with(e, j->ids + cached, j->n_ids - cached, &p, &r);
     }
@@ -134,7 +146,6 @@ static void run_job(worker *w, job *j) {
     int parsed = rc ? -1 : assistant_parse(r.text ? r.text : "", r.text ? strlen(r.text) : 0, j->tools_json,
                                            j->think_open, &w->rng, &out);
     pthread_mutex_lock(&j->mu);
-    j->n_cached = cached;
     j->n_generated = r.n_generated;
     j->prefill_s = r.prefill_s;
     j->decode_s = r.decode_s;
