@@ -5,14 +5,24 @@
  *     session holds, only the rest of the new rendering is fed;
  *   - ChatML templates rewrite earlier turns (Qwen3 drops old <think> blocks), so
  *     then the new turn alone is rendered and appended after <|im_end|>;
- *   - otherwise the conversation is prefilled again (reported by /stats). */
+ *   - otherwise the conversation is prefilled again (reported by /stats).
+ * With --shell the model may run shell commands: each is shown and runs only
+ * when the user says yes; its output goes back to the model. Answers are
+ * rendered as Markdown on a terminal. --session FILE keeps the conversation in
+ * FILE (resumed when it exists: re-prefilled at the next turn, so the model
+ * remembers it). */
 #include "engine.h"
+#include "markdown.h"
+#include "chat_tools.h"
+#include "shell_tool.h"
 
 #include <cjson/cJSON.h>
 #include <editline/readline.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static volatile sig_atomic_t interrupted;
 static void on_sigint(int sig) {
@@ -64,10 +74,9 @@ static void reset(chat_state *c, engine *e, const char *system) {
     forget_state(c, e);
 }
 
-/* The text to feed for the new turn (a user message, or a tool's result)
- * (malloc'd); sets *refill if the session must start over. */
-static int turn_text(chat_state *c, engine *e, const engine_options *o, const char *role, const char *text,
-                     char **out, int *refill) {
+/* The text to feed for the new turn (the last n_new messages: a user message,
+ * or tool results) (malloc'd); sets *refill if the session must start over. */
+static int turn_text(chat_state *c, engine *e, const engine_options *o, int n_new, char **out, int *refill) {
     *refill = 0;
     char *json = cJSON_PrintUnformatted(c->messages), *full = NULL;
     int rc = json ? engine_render(e, json, o, &full) : cli_fail("out of memory");
@@ -79,10 +88,12 @@ static int turn_text(chat_state *c, engine *e, const engine_options *o, const ch
         return *out ? 0 : cli_fail("out of memory");
     }
     if (e->tmpl && strstr(full, "<|im_start|>")) {
-        cJSON *one = cJSON_CreateArray();
-        add_message(one, role, text);
-        json = cJSON_PrintUnformatted(one);
-        cJSON_Delete(one);
+        cJSON *recent = cJSON_CreateArray();
+        int total = cJSON_GetArraySize(c->messages);
+        for (int i = total - n_new; i < total; i++)
+            cJSON_AddItemToArray(recent, cJSON_Duplicate(cJSON_GetArrayItem(c->messages, i), 1));
+        json = cJSON_PrintUnformatted(recent);
+        cJSON_Delete(recent);
         char *turn = NULL;
         rc = json ? engine_render(e, json, o, &turn) : cli_fail("out of memory");
         cJSON_free(json);
@@ -98,6 +109,66 @@ static int turn_text(chat_state *c, engine *e, const engine_options *o, const ch
     }
     *refill = 1;
     *out = full;
+    return 0;
+}
+
+/* ---- sessions: the conversation in a file ---------------------------------- */
+
+static int save_session(const chat_state *c, const char *system, const char *path) {
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddNumberToObject(root, "flashmoe_chat", 1);
+    if (system) cJSON_AddStringToObject(root, "system", system);
+    cJSON_AddItemToObject(root, "messages", cJSON_Duplicate(c->messages, 1));
+    char *text = cJSON_Print(root);
+    cJSON_Delete(root);
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = text ? fopen(tmp, "w") : NULL;
+    int ok = f && fputs(text, f) >= 0 && fputc('\n', f) != EOF;
+    ok = f && !fclose(f) && ok;
+    cJSON_free(text);
+    if (!ok || rename(tmp, path)) {
+        int err = errno;
+        unlink(tmp);
+        return cli_fail("cannot save the conversation to %s: %s", path, strerror(err));
+    }
+    return 0;
+}
+
+/* Reads a saved conversation: its messages (and system prompt) replace the current ones. */
+static int load_session(chat_state *c, engine *e, char **system, const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return cli_fail("cannot open %s: %s", path, strerror(errno));
+    char *text = NULL;
+    size_t len = 0;
+    FILE *mem = open_memstream(&text, &len);
+    char buf[65536];
+    size_t n;
+    while (mem && (n = fread(buf, 1, sizeof buf, f)) > 0) fwrite(buf, 1, n, mem);
+    int read_error = ferror(f);
+    fclose(f);
+    if (mem) fclose(mem);
+    cJSON *root = !read_error && text ? cJSON_ParseWithLength(text, len) : NULL;
+    free(text);
+    const cJSON *messages = cJSON_GetObjectItemCaseSensitive(root, "messages");
+    const cJSON *sys = cJSON_GetObjectItemCaseSensitive(root, "system");
+    int valid = cJSON_IsArray(messages);
+    const cJSON *m;
+    cJSON_ArrayForEach(m, messages) {
+        valid &= cJSON_IsString(cJSON_GetObjectItemCaseSensitive(m, "role")) &&
+                 cJSON_IsString(cJSON_GetObjectItemCaseSensitive(m, "content"));
+    }
+    if (!valid) {
+        cJSON_Delete(root);
+        return cli_fail("%s: not a saved conversation (a JSON object with a \"messages\" array of {role, content})",
+                        path);
+    }
+    cJSON_Delete(c->messages);
+    c->messages = cJSON_DetachItemFromObjectCaseSensitive(root, "messages");
+    free(*system);
+    *system = cJSON_IsString(sys) ? strdup(sys->valuestring) : NULL;
+    cJSON_Delete(root);
+    forget_state(c, e); /* the next turn prefills the whole conversation */
     return 0;
 }
 
@@ -121,20 +192,69 @@ static void print_stats(const chat_state *c, const engine *e) {
 static void help(void) {
     puts("commands: /reset (new conversation)  /system TEXT (new conversation with this system prompt)\n"
          "          /think (toggle thinking)  /stats  /help  /quit (or Ctrl-D)\n"
+         "          /save FILE  /load FILE (the conversation; --session FILE saves after every turn)\n"
          "          /tool RESULT (answer the model's tool call with RESULT; see --tools)\n"
-         "Ctrl-C stops the answer being written.");
+         "Ctrl-C stops the answer being written (or the command running).");
+}
+
+static const char chat_help[] =
+    "  --shell               let the model run shell commands; each is shown first and runs only\n"
+    "                        when you answer y (output is kept to 16 KB per stream, 60 s at most)\n"
+    "  --session FILE        keep the conversation in FILE: resumed if it exists, saved after every turn\n"
+    "  --plain               print answers as they are (default: Markdown rendered on a terminal)\n";
+
+typedef struct {
+    md_renderer *md; /* NULL: plain */
+} chat_output;
+
+static void chat_text(void *user, const char *text, size_t len) {
+    chat_output *out = user;
+    if (out->md) md_feed(out->md, text, len);
+    else fwrite(text, 1, len, stdout), fflush(stdout);
+}
+
+static int chat_cancelled(void *user) {
+    (void)user;
+    return interrupted;
+}
+
+/* Adds the tool definitions of --shell to e->tools. */
+static int add_shell_tool(engine *e) {
+    cJSON *tools = e->tools ? cJSON_Parse(e->tools) : cJSON_CreateArray();
+    cJSON *shell = cJSON_Parse(shell_tool_definition());
+    if (!tools || !shell) return cJSON_Delete(tools), cJSON_Delete(shell), cli_fail("out of memory");
+    cJSON_AddItemToArray(tools, shell);
+    free(e->tools);
+    e->tools = cJSON_PrintUnformatted(tools);
+    cJSON_Delete(tools);
+    return e->tools ? 0 : cli_fail("out of memory");
 }
 
 int cmd_chat(int argc, char **argv) {
     engine_options o;
     engine_options_init(&o);
+    int use_shell = 0, plain = 0;
+    const char *session_path = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             printf("usage: flashmoe chat -m DIR [options]\n"
-                   "A conversation with line editing and history; the model's state is kept across turns.\n%s%s",
-                   engine_options_help(), cli_common_help);
+                   "A conversation with line editing and history; the model's state is kept across turns.\n%s%s%s",
+                   chat_help, engine_options_help(), cli_common_help);
             help();
             return 0;
+        }
+        if (!strcmp(argv[i], "--shell")) {
+            use_shell = 1;
+            continue;
+        }
+        if (!strcmp(argv[i], "--plain")) {
+            plain = 1;
+            continue;
+        }
+        if (!strcmp(argv[i], "--session")) {
+            if (i + 1 >= argc) return cli_fail("--session needs a file");
+            session_path = argv[++i];
+            continue;
         }
         int r = engine_parse_option(argc, argv, &i, &o);
         if (r < 0) return 1;
@@ -143,9 +263,23 @@ int cmd_chat(int argc, char **argv) {
     engine e;
     int rc = engine_open(&e, &o);
     if (rc) return rc;
+    if (use_shell && (rc = add_shell_tool(&e))) {
+        engine_close(&e);
+        return rc;
+    }
     char *system = o.system ? strdup(o.system) : NULL;
     chat_state c = {0};
     reset(&c, &e, system);
+    if (session_path && access(session_path, F_OK) == 0) {
+        if ((rc = load_session(&c, &e, &system, session_path))) {
+            cJSON_Delete(c.messages);
+            free(system);
+            engine_close(&e);
+            return rc;
+        }
+        printf("(resumed %d messages from %s)\n", cJSON_GetArraySize(c.messages), session_path);
+    }
+    chat_output output = {plain || !isatty(STDOUT_FILENO) || getenv("NO_COLOR") ? NULL : md_new(stdout, 1)};
     printf("flashmoe chat: %s (%s). /help for commands, Ctrl-D to leave.\n", cli_model_dir(&o.common),
            e.info->architecture);
     struct sigaction sa = {0}, old;
@@ -174,6 +308,12 @@ int cmd_chat(int argc, char **argv) {
                 printf("(thinking %s)\n", o.thinking ? "on" : "off");
             } else if (!strcmp(line, "/stats")) {
                 print_stats(&c, &e);
+            } else if (!strncmp(line, "/save ", 6) && line[6]) {
+                if (!save_session(&c, system, line + 6)) printf("(saved to %s)\n", line + 6);
+            } else if (!strncmp(line, "/load ", 6) && line[6]) {
+                if (!load_session(&c, &e, &system, line + 6))
+                    printf("(loaded %d messages; the model reads them at your next message)\n",
+                           cJSON_GetArraySize(c.messages));
             } else {
                 help();
             }
@@ -182,43 +322,59 @@ int cmd_chat(int argc, char **argv) {
         }
         /* "/tool RESULT": what the tool the model called returned; else a user message. */
         const int is_tool = !strncmp(line, "/tool ", 6);
-        const char *role = is_tool ? "tool" : "user", *text = is_tool ? line + 6 : line;
-        add_message(c.messages, role, text);
-        char *feed = NULL;
-        int refill;
-        if ((rc = turn_text(&c, &e, &o, role, text, &feed, &refill))) {
-            free(line);
-            break;
-        }
-        if (refill) {
-            forget_state(&c, &e);
-            c.n_refills++;
-        }
-        int32_t *ids = NULL;
-        int n = 0;
-        if (fm_tokenizer_encode(e.tok, feed, strlen(feed), &ids, &n) != FM_OK) rc = cli_fail_lib("tokenize");
-        if (!rc) {
-            interrupted = 0;
-            sigaction(SIGINT, &sa, &old);
-            if (c.have_last) engine_result_free(&c.last);
-            rc = engine_generate(&e, ids, n, &o, &interrupted, stdout, &c.last);
-            c.have_last = !rc;
-            sigaction(SIGINT, &old, NULL);
-            printf(interrupted ? "\n(stopped)\n" : "\n");
-            fflush(stdout);
-        }
-        if (!rc) {
-            add_message(c.messages, "assistant", c.last.text);
-            append(&c, feed, strlen(feed));
-            append(&c, c.last.text, strlen(c.last.text));
-            c.ended_turn = c.last.ate_eos;
-            if (c.last.ate_eos) append(&c, "<|im_end|>", 10);
-        }
-        free(ids);
-        free(feed);
+        add_message(c.messages, is_tool ? "tool" : "user", is_tool ? line + 6 : line);
         free(line);
+        /* One answer, and more while the model calls the shell and the user lets it. */
+        for (int n_new = 1; !rc && n_new > 0;) {
+            char *feed = NULL;
+            int refill;
+            if ((rc = turn_text(&c, &e, &o, n_new, &feed, &refill))) break;
+            if (refill) {
+                forget_state(&c, &e);
+                c.n_refills++;
+            }
+            int32_t *ids = NULL;
+            int n = 0;
+            if (fm_tokenizer_encode(e.tok, feed, strlen(feed), &ids, &n) != FM_OK) rc = cli_fail_lib("tokenize");
+            if (!rc) {
+                interrupted = 0;
+                sigaction(SIGINT, &sa, &old);
+                if (c.have_last) engine_result_free(&c.last);
+                generate_params p = {.session = e.session,
+                                     .sampler = e.sampler,
+                                     .max_tokens = o.max_tokens,
+                                     .stop = o.stop,
+                                     .n_stop = o.n_stop,
+                                     .on_text = chat_text,
+                                     .cancelled = chat_cancelled,
+                                     .user = &output};
+                rc = engine_generate_with(&e, ids, n, &p, &c.last);
+                c.have_last = !rc;
+                if (output.md) md_finish(output.md);
+                sigaction(SIGINT, &old, NULL);
+                printf(interrupted ? "\n(stopped)\n" : "\n");
+                fflush(stdout);
+            }
+            n_new = 0;
+            if (!rc) {
+                add_message(c.messages, "assistant", c.last.text);
+                append(&c, feed, strlen(feed));
+                append(&c, c.last.text, strlen(c.last.text));
+                c.ended_turn = c.last.ate_eos;
+                if (c.last.ate_eos) append(&c, "<|im_end|>", 10);
+                if (use_shell && !interrupted) {
+                    sigaction(SIGINT, &sa, &old);
+                    n_new = chat_shell_calls(c.messages, e.tools, c.last.text, stdin, stdout, &interrupted);
+                    sigaction(SIGINT, &old, NULL);
+                }
+            }
+            free(ids);
+            free(feed);
+        }
+        if (!rc && session_path) save_session(&c, system, session_path);
     }
     if (c.have_last) engine_result_free(&c.last);
+    md_free(output.md);
     cJSON_Delete(c.messages);
     free(c.consumed);
     free(system);
