@@ -15,7 +15,7 @@ KOPT ?= -O3 -g
 KSAN ?= -fsanitize=alignment,bounds,signed-integer-overflow,shift
 
 # The fake headers come first: -I$(EMU) before anything else; never the real CUDA headers.
-COMMON   := $(OPT) -D_GNU_SOURCE -DFM_WITH_CUDA -I$(EMU) -Iinclude -Isrc -fopenmp
+COMMON   := $(OPT) -D_GNU_SOURCE -DFM_WITH_CUDA -I$(EMU) -Iinclude -Isrc -Iapp -fopenmp
 CFLAGS   := -std=c11 -Wall -Wextra $(COMMON)
 # CXX_PERMISSIVE=-fpermissive lets g++ accept C-only constructs in the headers the kernels include
 # (none today); empty, the kernels compile as g++ sees them under nvcc.
@@ -34,7 +34,7 @@ GEN_CUH     := $(CUH_SRC:src/%=$(B)/gen/%)
 EMU_OBJ     := $(B)/obj/emu/cuda_emu.o $(B)/obj/emu/cuda_emu_switch.o
 LIB_OBJ     := $(CPU_LIB_SRC:%.c=$(B)/obj/%.o) $(CUDA_C_SRC:%.c=$(B)/obj/%.o) $(GEN_CPP:$(B)/gen/%.cpp=$(B)/obj/gen/%.o) \
                $(B)/obj/gen/missing_launchers.o $(EMU_OBJ)
-APP_OBJ     := $(patsubst %.c,$(B)/obj/%.o,$(wildcard app/*.c))
+APP_OBJ     := $(patsubst %.c,$(B)/obj/%.o,$(wildcard app/*.c app/*/*.c))
 
 PROGS := $(B)/flashmoe $(B)/selftest $(if $(wildcard tests/gpu/test_cuda_models.c),$(B)/test_cuda_models) \
          $(if $(wildcard tests/gpu/test_cuda_kernels.c),$(B)/test_cuda_kernels) \
@@ -85,7 +85,7 @@ $(B)/libflashmoe.a: $(LIB_OBJ)
 
 # ---- programs -----------------------------------------------------------------------------
 $(B)/flashmoe: $(APP_OBJ) $(B)/libflashmoe.a
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) -ledit
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) -ledit -lmicrohttpd
 $(B)/test_%: tests/gpu/test_%.c tests/test_util.c tests/test_util.h $(B)/libflashmoe.a $(EMU_HDR)
 	$(CC) $(CFLAGS) -Itests -o $@ $< tests/test_util.c $(B)/libflashmoe.a $(LDLIBS) -lcmocka
 $(B)/bench_cuda_kernels: bench/bench_cuda_kernels.c bench/bench_common.c $(B)/libflashmoe.a $(EMU_HDR)

@@ -295,6 +295,48 @@ static void streamed_equals_resident(const char *name, const int32_t *ids, int n
     fm_model_close(all);
 }
 
+/* Snapshots (fm_session_state_*) of a GPU session: save after a prefix, go on, restore, go on
+ * again: the same logits bit for bit; a CPU session's snapshot restores into a GPU session. */
+static void snapshots(const char *name, const int32_t *ids, int n) {
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/%s", models, name);
+    fm_model *gm = open_model(dir, FM_BACKEND_CUDA, 0, FM_EXPERT_CACHE_DEFAULT);
+    fm_model *cm = open_model(dir, FM_BACKEND_CPU, 0, FM_EXPERT_CACHE_DEFAULT);
+    fm_session *g = NULL, *c = NULL;
+    if (!gm || !cm || fm_session_new(gm, NULL, &g) != FM_OK || fm_session_new(cm, NULL, &c) != FM_OK) {
+        result(0, "%s snapshots: %s", name, fm_last_error());
+        goto done;
+    }
+    const int V = fm_model_get_info(gm)->vocab_size, P = n / 2;
+    float *want = malloc((size_t)V * sizeof *want), *got = malloc((size_t)V * sizeof *got);
+    size_t size = 0;
+    void *snap = NULL;
+    fm_status st = fm_session_eval(g, ids, P, FM_LOGITS_NONE, NULL);
+    if (st == FM_OK) snap = malloc(size = fm_session_state_size(g));
+    if (snap) st = fm_session_state_save(g, snap, size);
+    if (st == FM_OK) st = fm_session_eval(g, ids + P, n - P, FM_LOGITS_LAST, want);
+    if (st == FM_OK) st = fm_session_state_load(g, snap, size);
+    if (st == FM_OK) st = fm_session_eval(g, ids + P, n - P, FM_LOGITS_LAST, got);
+    result(st == FM_OK && !memcmp(got, want, (size_t)V * sizeof *got), "%s: GPU snapshot restored: same logits",
+           name);
+    /* CPU snapshot → GPU session, against the CPU going on. */
+    if (st == FM_OK) st = fm_session_eval(c, ids, P, FM_LOGITS_NONE, NULL);
+    if (st == FM_OK) st = fm_session_state_save(c, snap, size);
+    if (st == FM_OK) st = fm_session_state_load(g, snap, size);
+    if (st == FM_OK) st = fm_session_eval(g, ids + P, n - P, FM_LOGITS_LAST, got);
+    if (st == FM_OK) st = fm_session_eval(c, ids + P, n - P, FM_LOGITS_LAST, want);
+    double e = st == FM_OK ? rel_l2(got, want, (size_t)V) : INFINITY;
+    result(e <= 1e-5, "%s: CPU snapshot restored on the GPU (rel L2 %.3g vs the CPU)", name, e);
+    free(snap);
+    free(want);
+    free(got);
+done:
+    fm_session_free(g);
+    fm_session_free(c);
+    fm_model_close(gm);
+    fm_model_close(cm);
+}
+
 static size_t gpu_free(void) {
     size_t f = 0, t = 0;
     cudaMemGetInfo(&f, &t);
@@ -421,6 +463,7 @@ int main(int argc, char **argv) {
         }
         gpu_vs_cpu(all[i], dir, ids, n);
         if (i < 6) streamed_equals_resident(all[i], ids, n);
+        if (i == 0 || i == 3) snapshots(all[i], ids, n);
         free(ids);
     }
     errors("qwen35moe");
