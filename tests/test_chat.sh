@@ -2,7 +2,10 @@
 # `flashmoe run` and `flashmoe chat` end to end on qwen35moe_tok (random
 # weights, the real Qwen3 tokenizer and chat template): the mechanics, not
 # the prose; then a calculator tool round trip with the shipped trained model
-# (models/assistant). chat runs in a pseudo-terminal under tmux.
+# (models/assistant); then, with the shipped model, chat --session (saved,
+# resumed, refused when corrupt), /save and /load, Markdown on a terminal and
+# not elsewhere, and --shell (accepted and offered; the model never calls it).
+# chat runs in a pseudo-terminal under tmux, or with piped stdin.
 #   tests/test_chat.sh BUILD_DIR MODELS_DIR
 set -u
 BUILD=${1:-build/native}
@@ -146,6 +149,129 @@ echo '{"not": "an array"}' >"$BUILD/tools.json"
 err=$($FM run -m models/assistant --tools "$BUILD/tools.json" -p x -n 1 2>&1); rc=$?
 check "--tools refuses a file that is not a JSON array" "[ $rc -eq 1 ] && grep -q 'not a JSON array' <<<\"\$err\"" "$err"
 rm -f "$BUILD/tools.json"
+
+
+# ---- chat --session, /save, /load, Markdown, --shell (models/assistant-q4) ----
+# Piped stdin is enough for these (readline reads the lines; stdout is not a
+# terminal, so answers are plain); the Markdown checks use tmux.
+A=models/assistant-q4
+CHAT="$FM chat -m $A --temp 0 --no-think -n 40"
+T=$BUILD/chat_files.$$
+rm -rf "$T"; mkdir -p "$T"
+# json_check FILE EXPR: FILE parses as JSON and the Python expression EXPR over it (j) is true.
+json_check() { python3 -c "import json, sys; j = json.load(open(sys.argv[1])); sys.exit(0 if ($2) else 1)" "$1" 2>/dev/null; }
+# stat_of TEXT WHAT: the number in the last "WHAT N" of /stats ("prefill", "context:", "decode").
+stat_of() { grep -o "$2 [0-9]*" <<<"$1" | tail -1 | grep -o '[0-9]*$'; }
+
+# A fresh conversation asking the second question alone: what a turn without history prefills.
+fresh=$(printf 'What is my name?\n/stats\n' | $CHAT 2>&1)
+fresh_prefill=$(stat_of "$fresh" prefill)
+
+out=$(printf 'Hello, my name is Ada.\n/stats\n/quit\n' | $CHAT --session "$T/s.json" 2>&1); rc=$?
+first_ctx=$(stat_of "$out" context:)
+check "chat --session FILE: a new FILE is written after the turn" "[ $rc -eq 0 ] && [ -f $T/s.json ] && ! grep -q resumed <<<\"\$out\"" "$out"
+check "FILE is JSON holding the user's and the assistant's message" \
+    "json_check $T/s.json \"[m['role'] for m in j['messages']] == ['user', 'assistant'] and j['messages'][0]['content'] == 'Hello, my name is Ada.' and j['messages'][1]['content'].strip() != ''\"" "$(cat $T/s.json)"
+check "no FILE.tmp is left behind" "[ ! -e $T/s.json.tmp ] && [ \$(ls $T | wc -l) -eq 1 ]" "$(ls -la $T)"
+out=$(printf 'What is my name?\n/stats\n' | $CHAT --session "$T/s.json" 2>&1); rc=$?
+check "the same --session again resumes the conversation" "[ $rc -eq 0 ] && grep -qF '(resumed 2 messages from $T/s.json)' <<<\"\$out\"" "$out"
+check "and the second question is answered" "[ \"\$(stat_of \"\$out\" decode)\" -gt 0 ] 2>/dev/null" "$out"
+check "FILE then holds both turns (4 messages)" \
+    "json_check $T/s.json \"[m['role'] for m in j['messages']] == ['user', 'assistant', 'user', 'assistant'] and j['messages'][0]['content'] == 'Hello, my name is Ada.' and j['messages'][2]['content'] == 'What is my name?'\"" "$(cat $T/s.json)"
+got=$(stat_of "$out" prefill)
+check "the resumed turn prefills the earlier turn too ($got tokens; the question alone $fresh_prefill, the first conversation $first_ctx)" \
+    "[ \"$got\" -gt \"$fresh_prefill\" ] 2>/dev/null && [ \"$got\" -gt \"$first_ctx\" ] && [ \"\$(stat_of \"\$out\" context:)\" -gt \"$got\" ]" "$out
+$fresh"
+check "still no FILE.tmp" "[ ! -e $T/s.json.tmp ]" "$(ls -la $T)"
+
+# A corrupt or foreign file is refused before anything else, and left as it was.
+printf '{"flashmoe_chat": 1, "messages": [{"role": "user", "content": "Hi"},' >"$T/bad.json"
+cp "$T/bad.json" "$T/bad.orig"
+err=$(printf 'Hello\n' | $CHAT --session "$T/bad.json" 2>&1 >/dev/null); rc=$?
+check "--session with a corrupt file: an error naming the file, exit status non-zero" \
+    "[ $rc -ne 0 ] && grep -qF '$T/bad.json: not a saved conversation' <<<\"\$err\"" "rc $rc: $err"
+check "the corrupt file is not overwritten" "cmp -s $T/bad.json $T/bad.orig && [ ! -e $T/bad.json.tmp ]"
+echo '{"messages": [{"role": "user"}]}' >"$T/norole.json"
+err=$(printf 'Hello\n' | $CHAT --session "$T/norole.json" 2>&1 >/dev/null); rc=$?
+check "--session with JSON of another shape (a message without content): the same error" \
+    "[ $rc -ne 0 ] && grep -qF '$T/norole.json: not a saved conversation' <<<\"\$err\"" "rc $rc: $err"
+err=$($FM chat -m $A --session 2>&1 </dev/null); rc=$?
+check "--session without a file is refused" "[ $rc -ne 0 ] && grep -q 'session needs a file' <<<\"\$err\"" "rc $rc: $err"
+
+# /save to a path that cannot be written: an error, and the chat goes on (here: a
+# /save that works and /stats).
+out=$(printf 'Hello, my name is Ada.\n/save %s\n/save %s\n/stats\n' "$T/missing/dir/x.json" "$T/saved.json" | $CHAT 2>&1); rc=$?
+check "/save to an unwritable path: an error naming it" \
+    "grep -qF 'cannot save the conversation to $T/missing/dir/x.json: No such file or directory' <<<\"\$out\"" "$out"
+check "and the chat goes on: /save to a good path works, /stats answers, exit 0" \
+    "[ $rc -eq 0 ] && grep -qF '(saved to $T/saved.json)' <<<\"\$out\" && grep -q 'context: ' <<<\"\$out\" && json_check $T/saved.json \"len(j['messages']) == 2\"" "$out"
+# /load: a corrupt file is refused (the chat goes on), a saved one is read at the next turn.
+out=$(printf '/load %s\n/load %s\nWhat is my name?\n/stats\n' "$T/bad.json" "$T/saved.json" | $CHAT 2>&1); rc=$?
+check "/load of a corrupt file: an error, the chat goes on" \
+    "grep -qF '$T/bad.json: not a saved conversation' <<<\"\$out\" && grep -qF '(loaded 2 messages' <<<\"\$out\"" "$out"
+got=$(stat_of "$out" prefill)
+check "after /load the next turn prefills the loaded conversation ($got > $fresh_prefill tokens)" \
+    "[ $rc -eq 0 ] && [ \"$got\" -gt \"$fresh_prefill\" ] 2>/dev/null" "$out"
+
+# Markdown: off when stdout is not a terminal (and with --plain or NO_COLOR).
+# The shipped model happens to answer this greeting with a **bold** word.
+plain=$(printf 'Hello, my name is Ada.\n' | $CHAT 2>&1); rc=$?
+check "stdout not a terminal: no ANSI escape sequences" "[ $rc -eq 0 ] && ! grep -q $'\e' <<<\"\$plain\"" "$(cat -v <<<"$plain")"
+bold=$(grep -o '\*\*[A-Za-z][A-Za-z ]*\*\*' <<<"$plain" | head -1 | tr -d '*')
+if command -v tmux >/dev/null; then
+    S=fmchatmd$$
+    # md_screen ARGS...: the escape-coded screen of a chat on a terminal after the greeting.
+    md_screen() {
+        tmux kill-session -t $S 2>/dev/null
+        tmux new-session -d -s $S -x 200 -y 50 "$* ; echo CHAT-EXIT-\$?; sleep 30"
+        wait_for 'flashmoe chat:' 30
+        tmux send-keys -t $S "Hello, my name is Ada." Enter
+        # The answer is complete when the next prompt shows (keys typed earlier would be echoed into it).
+        for _ in $(seq 1 600); do [ "$(screen | grep -c '^>')" -ge 2 ] && break; sleep 0.1; done
+        tmux send-keys -t $S "/stats" Enter
+        wait_for 'context:' 60
+        tmux send-keys -t $S C-d
+        wait_for 'CHAT-EXIT-' 20
+        tmux capture-pane -p -e -t $S -S -200
+        tmux kill-session -t $S 2>/dev/null
+    }
+    tty=$(md_screen "$CHAT")
+    check "on a terminal the chat answers and leaves cleanly" "grep -q 'context: ' <<<\"\$tty\" && grep -q 'CHAT-EXIT-0' <<<\"\$tty\"" "$(cat -v <<<"$tty")"
+    if [ -n "$bold" ]; then
+        check "on a terminal **$bold** is rendered bold, without the asterisks" \
+            "grep -qF $'\e[1m'\"$bold\" <<<\"\$tty\" && ! grep -qF \"**$bold**\" <<<\"\$tty\"" "$(cat -v <<<"$tty")"
+    else
+        not_ok "the model's answer had no **bold** word to check the rendering with" "$plain"
+    fi
+    tty=$(md_screen "$CHAT --plain")
+    check "--plain on a terminal: the answer as written, no ANSI escape sequences" \
+        "grep -q 'CHAT-EXIT-0' <<<\"\$tty\" && ! grep -q $'\e' <<<\"\$tty\" && { [ -z \"$bold\" ] || grep -qF \"**$bold**\" <<<\"\$tty\"; }" "$(cat -v <<<"$tty")"
+    tty=$(md_screen "NO_COLOR=1 $CHAT")
+    check "NO_COLOR on a terminal: no ANSI escape sequences" \
+        "grep -q 'CHAT-EXIT-0' <<<\"\$tty\" && ! grep -q $'\e' <<<\"\$tty\"" "$(cat -v <<<"$tty")"
+fi
+
+# --shell. The shipped model was trained with a calculator tool only and never
+# calls "shell", so nothing here exercises the model's use of the shell (the
+# confirmation, the run and the result fed back are tested with canned answers
+# in tests/test_chat_tools.c). These check that --shell is accepted, that the
+# shell tool is what the model is offered, and that the conversation works.
+out=$(printf 'Hello, my name is Ada.\n/stats\n' | $CHAT --shell 2>&1); rc=$?
+got=$(stat_of "$out" prefill)
+plain_prefill=$(stat_of "$(printf 'Hello, my name is Ada.\n/stats\n' | $CHAT 2>&1)" prefill)
+check "chat --shell: a normal turn is answered, nothing is asked" \
+    "[ $rc -eq 0 ] && [ \"\$(stat_of \"\$out\" decode)\" -gt 0 ] && ! grep -q 'Run it?' <<<\"\$out\" && ! grep -q 'tool call' <<<\"\$out\"" "$out"
+check "--shell puts a tool definition in the prompt ($got > $plain_prefill tokens)" "[ \"$got\" -gt \"$plain_prefill\" ] 2>/dev/null" "$out"
+# Asked for arithmetic, the model calls its calculator, which --shell alone does
+# not offer: the chat says so, naming the tools it offered.
+out=$(printf 'What is 37 * 12?\n' | $CHAT --shell 2>&1); rc=$?
+check "--shell offers exactly the shell tool (a calculator call: \"unknown function ... (tools: shell)\")" \
+    "[ $rc -eq 0 ] && grep -qF \"unknown function 'calculator' (tools: shell)\" <<<\"\$out\" && ! grep -q 'Run it?' <<<\"\$out\"" "$out"
+# With --tools too, a calculator call is valid and left to /tool: nothing asked, no notice.
+out=$(printf 'What is 37 * 12?\n/stats\n' | $CHAT --shell --tools tests/data/chat/calculator_tool.json 2>&1); rc=$?
+check "--shell with --tools: a calculator call is left to /tool (nothing asked, no notice)" \
+    "[ $rc -eq 0 ] && grep -qF '{\"name\": \"calculator\"' <<<\"\$out\" && ! grep -q 'Run it?' <<<\"\$out\" && ! grep -q 'invalid tool call' <<<\"\$out\" && grep -q 'context: ' <<<\"\$out\"" "$out"
+rm -rf "$T"
 
 rm -f "$BUILD/count.txt"
 echo "chat: $pass passed, $fail failed"
