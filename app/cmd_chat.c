@@ -279,7 +279,11 @@ int cmd_chat(int argc, char **argv) {
         }
         printf("(resumed %d messages from %s)\n", cJSON_GetArraySize(c.messages), session_path);
     }
-    chat_output output = {plain || !isatty(STDOUT_FILENO) || getenv("NO_COLOR") ? NULL : md_new(stdout, 1)};
+    const char *no_color = getenv("NO_COLOR"); /* no-color.org: any non-empty value */
+    chat_output output = {plain || !isatty(STDOUT_FILENO) || (no_color && *no_color) ? NULL : md_new(stdout, 1)};
+    /* Shell confirmations read stdin with stdio, the line editor reads it directly: unbuffered,
+     * stdio cannot swallow the lines after the answer (piped input). */
+    if (use_shell) setvbuf(stdin, NULL, _IONBF, 0);
     printf("flashmoe chat: %s (%s). /help for commands, Ctrl-D to leave.\n", cli_model_dir(&o.common),
            e.info->architecture);
     struct sigaction sa = {0}, old;

@@ -2,7 +2,8 @@
 # The whole test suite (README's test command runs this through `make test`):
 #   1. builds the optimised (native) and the AddressSanitizer+UBSan (asan) variants
 #   2. unpacks the bundled fixture models into build/models
-#   3. runs the unit tests, whole-model tests and CLI tests under both builds
+#   3. runs the unit tests, whole-model tests, CLI and chat tests and the HTTP server tests (Node.js
+#      with the official openai and @anthropic-ai/sdk clients, installed by npm) under both builds
 #   4. runs the CUDA backend on the CPU emulator (tests/cuda_emu): every kernel against the CPU,
 #      two fixture models against transformers (no GPU needed; tests/gpu.sh runs all on a GPU)
 #   5. runs the libFuzzer targets briefly (FUZZ_SECONDS, default 15 s each)
@@ -53,7 +54,7 @@ for mode in native asan; do
         [ "$f" -gt 0 ] && failures+=("$mode/$t")
         rm -f "$log"
     done
-    for script in tests/test_cli.sh tests/test_chat.sh; do
+    for script in tests/test_cli.sh tests/test_chat.sh tests/test_server.sh; do
         note "$mode: $script"
         log=$(mktemp)
         $script build/$mode "$MODELS" 2>&1 | tee "$log"
