@@ -101,6 +101,22 @@ static void on_checkpoint(void *user) {
     if (r->w->cache) prompt_cache_put(r->w->cache, r->w->e->session, r->j->ids, r->j->n_base);
 }
 
+/* Without tools a <tool_call> the model writes is text: the content is the answer as written
+ * after its reasoning (what was streamed). */
+static void keep_text_as_written(assistant_output *out, const char *text, int think_open) {
+    char *reasoning = out->reasoning;
+    out->reasoning = NULL;
+    assistant_output_free(out);
+    out->reasoning = reasoning;
+    const char *start = text + strspn(text, " \n");
+    if (think_open || !strncmp(start, "<think>", strlen("<think>"))) { /* as job.c splits the stream */
+        const char *close = strstr(text, "</think>");
+        text = close ? close + strlen("</think>") : text + strlen(text);
+        while (*text == '\n') text++;
+    }
+    out->content = strdup(text);
+}
+
 static void run_job(worker *w, job *j) {
     engine *e = w->e;
     int cached = reuse_prefix(w, j);
@@ -156,23 +172,7 @@ static void run_job(worker *w, job *j) {
         j->status = 500;
         snprintf(j->error, sizeof j->error, "out of memory parsing the answer");
     } else {
-        if (!j->tools_json) { /* no tools: the text is content as written (reasoning aside) */
-            free(out.content);
-            out.content = NULL;
-            for (int i = 0; i < out.n_calls; i++) free(out.calls[i].id), free(out.calls[i].name), free(out.calls[i].arguments);
-            free(out.calls);
-            out.calls = NULL;
-            out.n_calls = 0;
-            free(out.error);
-            out.error = NULL;
-            const char *t = r.text ? r.text : "";
-            if (out.reasoning || j->think_open) { /* content after </think> */
-                const char *close = strstr(t, "</think>");
-                t = close ? close + 8 : (j->think_open ? t + strlen(t) : t);
-                while (*t == '\n') t++;
-            }
-            out.content = strdup(t);
-        }
+        if (!j->tools_json) keep_text_as_written(&out, r.text ? r.text : "", j->think_open);
         j->out = out;
         j->finish = !strcmp(r.finish, "stop string") ? "stop" : r.finish;
         if (out.n_calls && strcmp(j->finish, "cancelled")) j->finish = "tool_calls";
