@@ -277,6 +277,7 @@ int engine_generate_with(engine *e, const int32_t *prompt, int n_prompt, const g
         snprintf(r->error, sizeof r->error, "out of memory");
         return cli_fail("out of memory");
     }
+    text[0] = 0; /* an answer may hold no text at all (EOS first, cancelled, failed) */
     for (int i = 0; i < n_prompt; i++) fm_sampler_accept(p->sampler, prompt[i]);
     int rc = 0;
     double t0 = now_seconds();

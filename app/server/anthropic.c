@@ -126,6 +126,8 @@ static int convert_tools(const cJSON *tools, const cJSON *choice, cJSON **out, a
             return api_fail(err, 400, "'tool_choice' type must be auto, any, tool or none");
         }
     }
+    if (only && (!cJSON_IsArray(tools) || !cJSON_GetArraySize(tools)))
+        return api_fail(err, 400, "'tool_choice' names '%s' but no tools were given", only);
     if (!tools || cJSON_IsNull(tools) || !strcmp(mode, "none")) return 0;
     if (!cJSON_IsArray(tools)) return api_fail(err, 400, "'tools' must be an array");
     cJSON *list = cJSON_CreateArray();
@@ -197,7 +199,17 @@ int anthropic_parse(server *srv, cJSON *body, api_request *req, api_error *err) 
     int thinking = srv->cfg.thinking;
     const cJSON *th = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(body, "thinking"), "type");
     if (cJSON_IsString(th)) thinking = !strcmp(th->valuestring, "enabled");
-    if (!rc) rc = api_render_chat(srv, list, tools, thinking, j, err);
+    /* A last assistant message is a prefill: the answer continues it (its text ends the prompt). */
+    char *prefill = NULL;
+    cJSON *last = cJSON_GetArrayItem(list, cJSON_GetArraySize(list) - 1);
+    if (!rc && last && !strcmp(cJSON_GetObjectItemCaseSensitive(last, "role")->valuestring, "assistant") &&
+        !cJSON_GetObjectItemCaseSensitive(last, "tool_calls")) {
+        prefill = strdup(cJSON_GetObjectItemCaseSensitive(last, "content")->valuestring);
+        cJSON_Delete(cJSON_DetachItemFromArray(list, cJSON_GetArraySize(list) - 1));
+        if (!prefill) rc = api_fail(err, 500, "out of memory");
+    }
+    if (!rc) rc = api_render_chat(srv, list, tools, thinking, prefill, j, err);
+    free(prefill);
     cJSON_Delete(list);
     cJSON_Delete(tools);
     return rc ? rc : api_check_context(srv, j, (int)mt->valuedouble, err);

@@ -47,7 +47,9 @@ int anthropic_parse(server *srv, cJSON *body, api_request *req, api_error *err);
  * messages (OpenAI shape) and tools; a raw prompt. */
 int api_parse_sampling(server *srv, const cJSON *body, job *j, api_error *err);
 int api_add_stop(job *j, const cJSON *stop, const char *field, api_error *err);
-int api_render_chat(server *srv, cJSON *messages, cJSON *tools, int thinking, job *j, api_error *err);
+/* prefill: text that begins the answer (Anthropic's last assistant message), or NULL. */
+int api_render_chat(server *srv, cJSON *messages, cJSON *tools, int thinking, const char *prefill, job *j,
+                    api_error *err);
 int api_tokenize_prompt(server *srv, const char *text, job *j, api_error *err);
 int api_check_context(server *srv, job *j, int max_tokens_given, api_error *err);
 

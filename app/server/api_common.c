@@ -122,7 +122,8 @@ static int prefix_tokens(server *srv, const char *text, const int32_t *ids, int 
     return ok ? nb : 0;
 }
 
-int api_render_chat(server *srv, cJSON *messages, cJSON *tools, int thinking, job *j, api_error *err) {
+int api_render_chat(server *srv, cJSON *messages, cJSON *tools, int thinking, const char *prefill, job *j,
+                    api_error *err) {
     if (!srv->e->tmpl) return api_fail(err, 400, "this model has no chat template: use /v1/completions");
     char *json = cJSON_PrintUnformatted(messages), *tools_json = tools ? cJSON_PrintUnformatted(tools) : NULL;
     char *text = NULL, *base = NULL;
@@ -133,6 +134,13 @@ int api_render_chat(server *srv, cJSON *messages, cJSON *tools, int thinking, jo
     pthread_mutex_lock(&srv->text_mu);
     if (!rc && fm_chat_template_render(srv->e->tmpl, json, tools_json, &co, &text) != FM_OK)
         rc = api_fail(err, 400, "the chat template rejected the messages: %s", fm_last_error());
+    if (!rc && prefill && *prefill) {
+        char *joined = malloc(strlen(text) + strlen(prefill) + 1);
+        if (!joined) rc = api_fail(err, 500, "out of memory");
+        else sprintf(joined, "%s%s", text, prefill);
+        free(text);
+        text = joined;
+    }
     if (!rc && fm_tokenizer_encode(srv->e->tok, text, strlen(text), &j->ids, &j->n_ids) != FM_OK)
         rc = api_fail(err, 400, "cannot tokenize the prompt: %s", fm_last_error());
     if (!rc && !j->n_ids) rc = api_fail(err, 400, "the prompt is empty");

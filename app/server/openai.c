@@ -190,7 +190,7 @@ int openai_chat_parse(server *srv, cJSON *body, api_request *req, api_error *err
     const cJSON *kw = cJSON_GetObjectItemCaseSensitive(body, "chat_template_kwargs");
     const cJSON *et = cJSON_GetObjectItemCaseSensitive(kw, "enable_thinking");
     if (cJSON_IsBool(et)) thinking = cJSON_IsTrue(et);
-    int rc = api_render_chat(srv, messages, tools, thinking, j, err);
+    int rc = api_render_chat(srv, messages, tools, thinking, NULL, j, err);
     cJSON_Delete(messages);
     cJSON_Delete(tools);
     return rc ? rc : api_check_context(srv, j, max_tokens, err);
