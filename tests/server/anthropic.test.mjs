@@ -2,7 +2,7 @@
 // on qwen35moe_tok (random weights: mechanics only, at temperature 0).
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { anthropic, ms, pickStop } from './common.mjs';
+import { anthropic, http, ms, pickStop } from './common.mjs';
 
 const client = anthropic('TOK');
 const MODEL = 'qwen35moe_tok';
@@ -117,4 +117,27 @@ test('anthropic: multi-turn messages with text blocks are accepted', opts, async
   });
   assert.equal(r.stop_reason, 'max_tokens');
   assert.ok(promptTokens(r.usage) > promptTokens(whole.usage));
+});
+
+test('anthropic: a last assistant message is a prefill: the answer continues it', opts, async () => {
+  assert.ok(whole, 'needs the first test');
+  const prefill = textOf(whole).slice(0, 3);
+  const r = await client.messages.create({
+    ...request,
+    messages: [...request.messages, { role: 'assistant', content: prefill }],
+  });
+  // The same prompt written out in the fixture's ChatML (Qwen3 template, thinking unset), through
+  // /v1/completions: the same tokens and the same greedy continuation, so no new turn was opened.
+  const raw = `<|im_start|>system\n${request.system}<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n` +
+    `<|im_start|>assistant\n${prefill}`;
+  const c = await http('TOK', 'POST', '/v1/completions', { prompt: raw, max_tokens: 8, temperature: 0 });
+  assert.equal(c.status, 200, JSON.stringify(c.json));
+  assert.equal(promptTokens(r.usage), c.json.usage.prompt_tokens);
+  assert.equal(textOf(r), c.json.choices[0].text);
+});
+
+test('anthropic: tool_choice naming a tool when none are given is a 400', opts, async () => {
+  await assert.rejects(
+    client.messages.create({ ...request, tool_choice: { type: 'tool', name: 'nope' } }),
+    (e) => e.status === 400 && /no tools were given/.test(e.message));
 });
