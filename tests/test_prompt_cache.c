@@ -16,14 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static fm_model *open_model(const char *name) {
-    char dir[1024];
-    snprintf(dir, sizeof dir, "%s/%s", test_models_dir(), name);
-    fm_model *m = NULL;
-    if (fm_model_open(dir, NULL, &m) != FM_OK) fail_msg("open %s: %s", dir, fm_last_error());
-    return m;
-}
-
 enum { N = 30 };
 
 static void tokens(int32_t *t, uint64_t seed, int vocab) {
@@ -39,7 +31,7 @@ static void fresh_logits(fm_model *m, const int32_t *t, int n, float *out) {
 }
 
 static void check_model(const char *name) {
-    fm_model *m = open_model(name);
+    fm_model *m = test_open_model(name);
     const int V = fm_model_get_info(m)->vocab_size;
     int32_t a[N], b[N];
     tokens(a, 1, V);

@@ -16,14 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static fm_model *open_model(const char *name) {
-    char dir[1024];
-    snprintf(dir, sizeof dir, "%s/%s", test_models_dir(), name);
-    fm_model *m = NULL;
-    if (fm_model_open(dir, NULL, &m) != FM_OK) fail_msg("open %s: %s", dir, fm_last_error());
-    return m;
-}
-
 static void random_tokens(int32_t *t, int n, int vocab, uint64_t seed) {
     for (int i = 0; i < n; i++) t[i] = (int32_t)((rand_uniform(&seed) * 0.5f + 0.5f) * (vocab - 1));
 }
@@ -33,7 +25,7 @@ static void assert_same_logits(const float *a, const float *b, size_t n, const c
 }
 
 static void check_round_trip(const char *name) {
-    fm_model *m = open_model(name);
+    fm_model *m = test_open_model(name);
     const int V = fm_model_get_info(m)->vocab_size, N = 40, P = 23;
     int32_t tok[40];
     random_tokens(tok, N, V, 7);
@@ -91,7 +83,7 @@ static void test_mixtral(void **state) { (void)state, check_round_trip("mixtral"
 
 static void test_other_model_refused(void **state) {
     (void)state;
-    fm_model *a = open_model("qwen35moe"), *b = open_model("qwen3moe");
+    fm_model *a = test_open_model("qwen35moe"), *b = test_open_model("qwen3moe");
     fm_session *sa, *sb;
     assert_int_equal(fm_session_new(a, NULL, &sa), FM_OK);
     assert_int_equal(fm_session_new(b, NULL, &sb), FM_OK);

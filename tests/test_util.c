@@ -1,5 +1,7 @@
 #include "test_util.h"
 
+#include "flashmoe.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,4 +98,12 @@ void *test_keep(void *p) {
 
 void test_free_kept(void) {
     while (n_kept) free(kept[--n_kept]);
+}
+
+fm_model *test_open_model(const char *name) {
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/%s", test_models_dir(), name);
+    fm_model *m = NULL;
+    if (fm_model_open(dir, NULL, &m) != FM_OK) fail_msg("open %s: %s", dir, fm_last_error());
+    return m;
 }

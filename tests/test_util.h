@@ -26,6 +26,9 @@ void report(const char *label, const float *got, const float *want, size_t n);
 void fill_random(float *x, size_t n, uint64_t *seed);
 float rand_uniform(uint64_t *seed);
 
+/* Opens fixture model `name` (under test_models_dir()) with default options; fails the test if it cannot. */
+struct fm_model *test_open_model(const char *name);
+
 /* Reference tensor by name from an open safetensors file; fails the test if absent. */
 const st_tensor *ref_tensor(const st_file *f, const char *name);
 

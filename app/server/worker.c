@@ -3,10 +3,11 @@
  * The live session keeps the state of the last job (its prompt and answer).
  * A new job continues from whatever shares the longest prefix with its
  * prompt: the live session as it is, or a snapshot from the prompt cache.
- * Snapshots are taken of every prompt once it is prefilled (the start of the
- * next turn of that conversation, even when the template rewrites the answer,
- * as Qwen3's does with old reasoning), and of the live session when another
- * conversation is about to replace it. */
+ * Snapshots are taken of every chat prompt before the template's generation
+ * prompt (where the next turn of that conversation branches off, even when the
+ * template rewrites the answer, as Qwen3's does with old reasoning; other
+ * prompts at their end), and of the live session when another conversation is
+ * about to replace it. */
 #include "server/worker.h"
 
 #include "cli.h"
@@ -91,9 +92,11 @@ static int is_cancelled(void *user) {
     return atomic_load(&r->j->cancel);
 }
 
+/* Without a snapshot before the generation prompt (completions, or a template whose pieces do
+ * not tokenize apart), one of the whole prompt; with one, this would add only its few tokens. */
 static void on_prefilled(void *user) {
     run_ctx *r = user;
-    if (r->w->cache) prompt_cache_put(r->w->cache, r->w->e->session, r->j->ids, r->j->n_ids);
+    if (r->w->cache && !r->j->n_base) prompt_cache_put(r->w->cache, r->w->e->session, r->j->ids, r->j->n_ids);
 }
 
 static void on_checkpoint(void *user) {

@@ -57,7 +57,9 @@ test('prefix: a third turn reuses the second', opts, async () => {
   // countTokens replaced the live session: the reuse now comes from the snapshots.
   const turn3 = await ask(tok, [...turn2Messages, answerOf(turn2), { role: 'user', content: C }]);
   const u = turn3.usage;
-  assert.ok(u.prompt_tokens_details.cached_tokens >= turn2.usage.prompt_tokens, JSON.stringify(u));
+  // At least turn 2's conversation: its snapshot is taken before the generation prompt
+  // ("<|im_start|>assistant\n", 3 tokens), where turn 3 may render the answer differently.
+  assert.ok(u.prompt_tokens_details.cached_tokens >= turn2.usage.prompt_tokens - 3, JSON.stringify(u));
   assert.ok(u.prompt_tokens - u.prompt_tokens_details.cached_tokens < nC + MARKERS, JSON.stringify(u));
 });
 
