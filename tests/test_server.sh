@@ -106,6 +106,23 @@ rc=${PIPESTATUS[0]}
 count "$DIR/load.out"
 if [ "$rc" -ne 0 ] && ! grep -q '^not ok - ' "$DIR/load.out"; then not_ok "load.mjs exited with $rc"; fi
 
+# ---- command-line errors: a message naming the problem, exit 1, nothing left listening ----
+# refuse NAME PATTERN ARGS...: `flashmoe serve ARGS` exits 1 within 60 s with PATTERN on stderr.
+refuse() {
+    local name=$1 pattern=$2 out rc
+    shift 2
+    out=$(timeout $((60 * slow)) "$FM" serve "$@" 2>&1 >/dev/null)
+    rc=$?
+    if [ $rc -eq 1 ] && grep -qE -e "$pattern" <<<"$out"; then ok "serve refuses $name"
+    else not_ok "serve refuses $name (exit $rc)" "$out"; fi
+}
+refuse "a port out of range" "--port: '70000' is not a port" -m "$MODELS/qwen35moe_tok" --port 70000
+refuse "an unknown option" "unknown option '--bogus'" -m "$MODELS/qwen35moe_tok" --bogus
+refuse "a port in use" "cannot listen on 127.0.0.1:${port[tok]}" -m "$MODELS/qwen35moe_tok" --port "${port[tok]}"
+refuse "a missing model" "no-such-model" -m "$DIR/no-such-model"
+refuse "a bad size" "--prompt-cache: 'lots' is not a size" -m "$MODELS/qwen35moe_tok" --prompt-cache lots
+refuse "--template none" "needs a chat template" -m "$MODELS/qwen35moe_tok" --template none
+
 # ---- every server is still up, then stops cleanly ---------------------------------
 # excerpt NAME: the head of a sanitizer report in the server's log, else its last lines.
 excerpt() {

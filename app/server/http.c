@@ -18,13 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t stop_requested;
 static atomic_int server_stopping;
-
-static void on_signal(int sig) {
-    (void)sig;
-    stop_requested = 1;
-}
 
 static double now_s(void) {
     struct timespec ts;
@@ -373,7 +367,14 @@ int server_run(engine *e, const server_config *cfg) {
     int gai = getaddrinfo(cfg->host, port, &hints, &ai);
     if (gai) return cli_fail("--host %s: %s", cfg->host, gai_strerror(gai));
     signal(SIGPIPE, SIG_IGN);
+    /* SIGINT and SIGTERM blocked in every thread (they inherit the mask) and taken by sigwait below. */
+    sigset_t stop_signals, old_mask;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, &old_mask);
     if (!(srv.w = worker_start(e, &cfg->worker))) {
+        pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
         freeaddrinfo(ai);
         return 1;
     }
@@ -384,30 +385,31 @@ int server_run(engine *e, const server_config *cfg) {
         MHD_OPTION_SOCK_ADDR, ai->ai_addr,
         MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)3600, MHD_OPTION_END);
+    const int listen_errno = errno;
     freeaddrinfo(ai);
     if (!d) {
         worker_stop(srv.w);
         worker_free(srv.w);
-        return cli_fail("cannot listen on %s:%d: %s", cfg->host, cfg->port, strerror(errno));
+        pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
+        return cli_fail("cannot listen on %s:%d: %s", cfg->host, cfg->port, strerror(listen_errno));
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
     int bound = di ? di->port : cfg->port;
-    struct sigaction sa = {0};
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    fprintf(stderr, "flashmoe serve: %s (%s) on http://%s:%d%s — OpenAI /v1/chat/completions, /v1/completions; "
-            "Anthropic /v1/messages. Ctrl-C stops.\n", cfg->model_id, e->info->architecture,
-            strchr(cfg->host, ':') ? "[::1]" : cfg->host, bound, cfg->api_key ? " (API key required)" : "");
+    const int v6 = strchr(cfg->host, ':') != NULL;
+    fprintf(stderr, "flashmoe serve: %s (%s) on http://%s%s%s:%d%s — OpenAI /v1/chat/completions, /v1/completions; "
+            "Anthropic /v1/messages. Ctrl-C stops.\n", cfg->model_id, e->info->architecture, v6 ? "[" : "",
+            cfg->host, v6 ? "]" : "", bound, cfg->api_key ? " (API key required)" : "");
     printf("listening on port %d\n", bound);
     fflush(stdout);
-    while (!stop_requested) pause();
+    int sig = 0;
+    while (sigwait(&stop_signals, &sig)) {
+    }
     fprintf(stderr, "flashmoe serve: stopping\n");
     atomic_store(&server_stopping, 1);
     worker_stop(srv.w); /* cancels what runs; waiting connections see the stop and end */
     MHD_stop_daemon(d);
     worker_free(srv.w);
     pthread_mutex_destroy(&srv.text_mu);
+    pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
     return 0;
 }
