@@ -1,7 +1,8 @@
 #!/bin/sh
 # The README's main job. First the shipped model (models/assistant-q4: a tiny
 # Qwen3.5-MoE trained to define words and call a calculator, experts packed at
-# 4 bits and streamed from disk) answers, with no -m; then a random-weight
+# 4 bits and streamed from disk) answers, with no -m, in run, chat and through
+# the OpenAI-compatible server; then a random-weight
 # fixture with the real Qwen3 vocabulary is compared with what Hugging Face
 # transformers generated, packed, and streamed.
 set -e
@@ -13,6 +14,20 @@ $FM run -p "What does 'light' mean?" --temp 0 --no-think -n 80
 echo
 echo "\$ flashmoe chat --tools tests/data/chat/calculator_tool.json --temp 0 --no-think   (typed: What is 37 * 12? then /tool 444)"
 printf 'What is 37 * 12?\n/tool 444\n' | $FM chat --tools tests/data/chat/calculator_tool.json --temp 0 --no-think -n 80
+echo
+echo '$ flashmoe serve --port 0 &   then an OpenAI-style request with the calculator tool (curl)'
+log=$(mktemp)
+$FM serve --port 0 --quiet >"$log" 2>/dev/null &
+server=$!
+for _ in $(seq 100); do grep -q "listening on port" "$log" && break; sleep 0.1; done
+port=$(sed -n 's/listening on port //p' "$log")
+tools=$(cat tests/data/chat/calculator_tool.json)
+curl -s "http://127.0.0.1:$port/v1/chat/completions" -H 'Content-Type: application/json' \
+    -d "{\"messages\": [{\"role\": \"user\", \"content\": \"What is 5 + 7?\"}], \"tools\": $tools, \"temperature\": 0,
+         \"chat_template_kwargs\": {\"enable_thinking\": false}}" | python3 -m json.tool
+kill $server
+wait $server 2>/dev/null || true
+rm -f "$log"
 echo
 M=build/models/qwen35moe_tok
 REF=build/native/tests/ref_tool
