@@ -255,10 +255,20 @@ static char *models_json(const server *srv, int one) {
     cJSON_AddNumberToObject(m, "created", (double)srv->created);
     cJSON_AddStringToObject(m, "owned_by", "flashmoe");
     cJSON_AddNumberToObject(m, "context_length", srv->e->max_context);
+    /* Anthropic's shape of the same (its clients list models too). */
+    char when[32];
+    time_t created = (time_t)srv->created;
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime(&created));
+    cJSON_AddStringToObject(m, "type", "model");
+    cJSON_AddStringToObject(m, "display_name", srv->cfg.model_id);
+    cJSON_AddStringToObject(m, "created_at", when);
     if (one) return json_text(m);
     cJSON *list = cJSON_CreateObject();
     cJSON_AddStringToObject(list, "object", "list");
     cJSON_AddItemToArray(cJSON_AddArrayToObject(list, "data"), m);
+    cJSON_AddFalseToObject(list, "has_more");
+    cJSON_AddStringToObject(list, "first_id", srv->cfg.model_id);
+    cJSON_AddStringToObject(list, "last_id", srv->cfg.model_id);
     return json_text(list);
 }
 

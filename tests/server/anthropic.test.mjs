@@ -141,3 +141,11 @@ test('anthropic: tool_choice naming a tool when none are given is a 400', opts, 
     client.messages.create({ ...request, tool_choice: { type: 'tool', name: 'nope' } }),
     (e) => e.status === 400 && /no tools were given/.test(e.message));
 });
+
+test('anthropic: models.list and models.retrieve give the served model', opts, async () => {
+  const page = await client.models.list();
+  assert.deepEqual(page.data.map((m) => [m.id, m.type]), [[MODEL, 'model']]);
+  assert.ok(!Number.isNaN(Date.parse(page.data[0].created_at)), page.data[0].created_at);
+  const one = await client.models.retrieve(MODEL);
+  assert.equal(one.display_name, MODEL);
+});
