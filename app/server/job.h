@@ -33,8 +33,9 @@ typedef struct job {
     int refs;
     /* Output so far: raw text; its parts ready to stream. */
     strbuf raw;
-    size_t reasoning_from, reasoning_to; /* raw[from, to) is reasoning sent so far... may grow */
-    size_t content_from, content_to;     /* raw[from, to) is content safe to send */
+    size_t reasoning_from, reasoning_to; /* raw[from, to): reasoning ready to send (to only grows) */
+    size_t content_from, content_to;     /* raw[from, to): content ready to send; from is (size_t)-1
+                                            until the newlines after </think> are past */
     int reasoning_done;                  /* no more reasoning will come */
     int started;           /* the worker took it: n_cached is known */
     int n_cached;          /* prompt tokens reused from the live session or the prompt cache */
