@@ -36,18 +36,6 @@
 #define RULE15 RULE3 RULE3 RULE3 RULE3 RULE3
 #define RULE40 RULE15 RULE15 RULE3 RULE3 RULE3 "\xe2\x94\x80"
 
-/* Under the sanitizers every load is checked: fewer random documents there. */
-#if defined(__SANITIZE_ADDRESS__)
-#define SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SANITIZED 1
-#endif
-#endif
-#ifndef SANITIZED
-#define SANITIZED 0
-#endif
-
 /* ---- helpers ------------------------------------------------------------ */
 
 static uint64_t next_random(uint64_t *state) { /* xorshift64 */
@@ -464,7 +452,7 @@ static void test_streams_promptly(void **state) {
 static void test_random_bytes(void **state) {
     (void)state;
     static const char alphabet[] = "**__``~~##-->>[]()!\\+ \n\n\t1a.Z\xe4\xb8\xad";
-    const int n_docs = SANITIZED ? 4000 : 20000;
+    const int n_docs = SANITIZED ? 4000 : 20000; /* every load checked there: fewer documents */
     uint64_t seed = 12345;
     char doc[700];
     for (int d = 0; d < n_docs; d++) {

@@ -981,19 +981,6 @@ static void test_invalid_params(void **state) {
     assert_int_equal(fm_sampler_new(&d, 8, NULL), FM_ERR_ARGUMENT);
 }
 
-/* Under the sanitizers every load is checked (about 30 times slower): fewer
- * draws there, and the time is reported, not bounded. */
-#if defined(__SANITIZE_ADDRESS__)
-#define SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SANITIZED 1
-#endif
-#endif
-#ifndef SANITIZED
-#define SANITIZED 0
-#endif
-
 static const double *cmp_p;
 static int by_p_desc(const void *a, const void *b) {
     const int x = *(const int *)a, y = *(const int *)b;
@@ -1004,6 +991,7 @@ static int by_p_desc(const void *a, const void *b) {
 static void test_large_vocab(void **state) {
     (void)state;
     enum { V = 250000, K = 40 };
+    /* Under the sanitizers (about 30 times slower): fewer draws, and the time is reported, not bounded. */
     const int N = SANITIZED ? 1000 : 10000, N2 = SANITIZED ? 30 : 100;
     float *l = malloc(V * sizeof *l);
     double *pr = malloc(V * sizeof *pr);

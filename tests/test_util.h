@@ -11,6 +11,19 @@
 
 #include "load/safetensors.h"
 
+/* SANITIZED: 1 in AddressSanitizer builds, where every load is checked (tests run fewer or
+ * untimed iterations there). */
+#if defined(__SANITIZE_ADDRESS__)
+#define SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SANITIZED 1
+#endif
+#endif
+#ifndef SANITIZED
+#define SANITIZED 0
+#endif
+
 /* Directory holding the unpacked fixture models (FM_TEST_MODELS, default build/models). */
 const char *test_models_dir(void);
 /* A scratch directory for files a test writes (FM_TEST_TMP or /tmp), unique per process. */
