@@ -8,22 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Text of a string or of an array of text blocks (tool results, system). */
-static int blocks_text(const cJSON *v, const char *where, strbuf *out, api_error *err) {
-    if (!v || cJSON_IsNull(v)) return 0;
-    if (cJSON_IsString(v)) return sb_puts(out, v->valuestring), 0;
-    if (!cJSON_IsArray(v)) return api_fail(err, 400, "%s must be a string or an array of text blocks", where);
-    const cJSON *b;
-    cJSON_ArrayForEach(b, v) {
-        const cJSON *type = cJSON_GetObjectItemCaseSensitive(b, "type");
-        const cJSON *text = cJSON_GetObjectItemCaseSensitive(b, "text");
-        if (!cJSON_IsString(type) || strcmp(type->valuestring, "text") || !cJSON_IsString(text))
-            return api_fail(err, 400, "%s: only text blocks are supported here", where);
-        sb_puts(out, text->valuestring);
-    }
-    return 0;
-}
-
 static cJSON *text_message(const char *role, const char *text) {
     cJSON *m = cJSON_CreateObject();
     cJSON_AddStringToObject(m, "role", role);
@@ -47,7 +31,7 @@ static int user_message(const cJSON *content, int i, cJSON *out, api_error *err)
         } else if (!strcmp(t, "tool_result")) {
             if (text.len) cJSON_AddItemToArray(out, text_message("user", text.data)), text.len = 0;
             strbuf result = {0};
-            if (blocks_text(cJSON_GetObjectItemCaseSensitive(b, "content"), where, &result, err)) {
+            if (api_text_content(cJSON_GetObjectItemCaseSensitive(b, "content"), where, &result, err)) {
                 sb_free(&result);
                 sb_free(&text);
                 return -1;
@@ -162,11 +146,7 @@ static int convert_tools(const cJSON *tools, const cJSON *choice, cJSON **out, a
 
 int anthropic_parse(server *srv, cJSON *body, api_request *req, api_error *err) {
     job *j = req->job;
-    const cJSON *model = cJSON_GetObjectItemCaseSensitive(body, "model");
-    snprintf(req->model, sizeof req->model, "%s", cJSON_IsString(model) ? model->valuestring : srv->cfg.model_id);
-    const cJSON *stream = cJSON_GetObjectItemCaseSensitive(body, "stream");
-    if (stream && !cJSON_IsNull(stream) && !cJSON_IsBool(stream)) return api_fail(err, 400, "'stream' must be a boolean");
-    req->stream = cJSON_IsTrue(stream);
+    if (api_parse_model_stream(srv, body, req, err)) return -1;
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(body, "max_tokens");
     if (!cJSON_IsNumber(mt) || mt->valuedouble < 1 || mt->valuedouble > 1e9 || mt->valuedouble != (int)mt->valuedouble)
         return api_fail(err, 400, "'max_tokens' is required and must be a positive integer");
@@ -182,7 +162,7 @@ int anthropic_parse(server *srv, cJSON *body, api_request *req, api_error *err) 
         return -1;
     cJSON *list = cJSON_CreateArray();
     strbuf system = {0};
-    int rc = blocks_text(cJSON_GetObjectItemCaseSensitive(body, "system"), "'system'", &system, err);
+    int rc = api_text_content(cJSON_GetObjectItemCaseSensitive(body, "system"), "'system'", &system, err);
     if (!rc && system.len) cJSON_AddItemToArray(list, text_message("system", system.data));
     sb_free(&system);
     int i = 0;
@@ -343,30 +323,21 @@ static void delta(api_request *req, strbuf *out, int kind, const char *text, siz
     free(t);
 }
 
+static void block_delta(api_request *req, strbuf *out, int reasoning, const char *text, size_t n) {
+    delta(req, out, reasoning ? 1 : 2, text, n);
+}
+
 void anthropic_stream(api_request *req, strbuf *out) {
     job *j = req->job;
     if (req->finished || !j->started) return; /* message_start carries the cached token count */
-    const char *raw = j->raw.data ? j->raw.data : "";
     if (!req->started) {
         cJSON *e = typed("message_start");
         cJSON_AddItemToObject(e, "message", message_json(req, 0));
         event(out, "message_start", e);
         req->started = 1;
     }
-    if (j->reasoning_to > j->reasoning_from + req->sent_reasoning) {
-        delta(req, out, 1, raw + j->reasoning_from + req->sent_reasoning,
-              j->reasoning_to - j->reasoning_from - req->sent_reasoning);
-        req->sent_reasoning = j->reasoning_to - j->reasoning_from;
-    }
-    if (j->content_from != (size_t)-1 && j->reasoning_done && j->content_to > j->content_from + req->sent_content) {
-        delta(req, out, 2, raw + j->content_from + req->sent_content, j->content_to - j->content_from - req->sent_content);
-        req->sent_content = j->content_to - j->content_from;
-    }
+    api_stream_text(req, block_delta, out);
     if (!j->done || j->status) return;
-    const char *more = api_unsent(j->out.reasoning, raw + j->reasoning_from, req->sent_reasoning);
-    delta(req, out, 1, more, strlen(more));
-    more = api_unsent(j->out.content, j->content_from == (size_t)-1 ? "" : raw + j->content_from, req->sent_content);
-    delta(req, out, 2, more, strlen(more));
     if (!req->n_blocks && !j->out.n_calls) { /* an empty answer still has its text block */
         cJSON *cb = typed("text");
         cJSON_AddStringToObject(cb, "text", "");

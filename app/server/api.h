@@ -43,9 +43,14 @@ int openai_chat_parse(server *srv, cJSON *body, api_request *req, api_error *err
 int openai_completions_parse(server *srv, cJSON *body, api_request *req, api_error *err);
 int anthropic_parse(server *srv, cJSON *body, api_request *req, api_error *err);
 
-/* Shared by the parsers: sampling fields; the prompt from template-ready
- * messages (OpenAI shape) and tools; a raw prompt. */
+/* Shared by the parsers: "model" (echoed back; the served model's name when absent) and
+ * "stream"; sampling fields; stop strings; the prompt from template-ready messages (OpenAI
+ * shape) and tools, or a raw prompt. */
+int api_parse_model_stream(server *srv, const cJSON *body, api_request *req, api_error *err);
 int api_parse_sampling(server *srv, const cJSON *body, job *j, api_error *err);
+/* Text content (OpenAI message content, Anthropic system and tool results): a string, null, or
+ * an array of {"type": "text", "text"} parts, appended to out; anything else is a 400 naming `where`. */
+int api_text_content(const cJSON *content, const char *where, strbuf *out, api_error *err);
 int api_add_stop(job *j, const cJSON *stop, const char *field, api_error *err);
 /* prefill: text that begins the answer (Anthropic's last assistant message), or NULL. */
 int api_render_chat(server *srv, cJSON *messages, cJSON *tools, int thinking, const char *prefill, job *j,
@@ -63,8 +68,10 @@ void anthropic_stream(api_request *req, strbuf *out);
 char *openai_error_body(const api_error *err);
 char *anthropic_error_body(const api_error *err);
 
-/* The final reasoning / content the stream still owes once the job is done:
- * what the parse found beyond what was streamed (when it extends it). */
-const char *api_unsent(const char *final, const char *raw_sent, size_t sent);
+/* Sends a stream's reasoning and content as they become ready, through emit (reasoning: 1 for
+ * reasoning, 0 for content; n may be 0); once the job is done, also what the final parse adds beyond
+ * what was streamed (text held back as a possible marker). Called with the job's lock held. */
+typedef void (*api_emit)(api_request *req, strbuf *out, int reasoning, const char *text, size_t n);
+void api_stream_text(api_request *req, api_emit emit, strbuf *out);
 
 #endif

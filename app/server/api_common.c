@@ -34,6 +34,15 @@ static int number_field(const cJSON *body, const char *name, double lo, double h
     return 1;
 }
 
+int api_parse_model_stream(server *srv, const cJSON *body, api_request *req, api_error *err) {
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(body, "model");
+    snprintf(req->model, sizeof req->model, "%s", cJSON_IsString(model) ? model->valuestring : srv->cfg.model_id);
+    const cJSON *stream = cJSON_GetObjectItemCaseSensitive(body, "stream");
+    if (stream && !cJSON_IsNull(stream) && !cJSON_IsBool(stream)) return api_fail(err, 400, "'stream' must be a boolean");
+    req->stream = cJSON_IsTrue(stream);
+    return 0;
+}
+
 int api_parse_sampling(server *srv, const cJSON *body, job *j, api_error *err) {
     const fm_model_info *in = srv->e->info;
     fm_sampler_params sp = fm_sampler_default_params();
@@ -75,6 +84,23 @@ int api_parse_sampling(server *srv, const cJSON *body, job *j, api_error *err) {
     if (n && !cJSON_IsNull(n) && !(cJSON_IsNumber(n) && n->valuedouble == 1))
         return api_fail(err, 400, "'n' must be 1: flashmoe generates one choice per request");
     j->sampling = sp;
+    return 0;
+}
+
+int api_text_content(const cJSON *content, const char *where, strbuf *out, api_error *err) {
+    if (!content || cJSON_IsNull(content)) return 0;
+    if (cJSON_IsString(content)) return sb_puts(out, content->valuestring), 0;
+    if (!cJSON_IsArray(content)) return api_fail(err, 400, "%s must be a string or an array of text parts", where);
+    const cJSON *part;
+    cJSON_ArrayForEach(part, content) {
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(part, "type");
+        const cJSON *text = cJSON_GetObjectItemCaseSensitive(part, "text");
+        if (!cJSON_IsString(type) || strcmp(type->valuestring, "text"))
+            return api_fail(err, 400, "%s: only text parts are supported (got '%s')", where,
+                            cJSON_IsString(type) ? type->valuestring : "?");
+        if (!cJSON_IsString(text)) return api_fail(err, 400, "%s: a text part without text", where);
+        sb_puts(out, text->valuestring);
+    }
     return 0;
 }
 
@@ -170,9 +196,30 @@ int api_check_context(server *srv, job *j, int max_tokens_given, api_error *err)
     return 0;
 }
 
-const char *api_unsent(const char *final, const char *raw_sent, size_t sent) {
+/* What the final parse found beyond what was streamed (when it extends it), else "". */
+static const char *unsent(const char *final, const char *raw_sent, size_t sent) {
     if (!final) return "";
     size_t n = strlen(final);
     if (sent <= n && (!sent || !memcmp(final, raw_sent, sent))) return final + sent;
     return "";
+}
+
+void api_stream_text(api_request *req, api_emit emit, strbuf *out) {
+    const job *j = req->job;
+    const char *raw = j->raw.data ? j->raw.data : "";
+    if (j->reasoning_to > j->reasoning_from + req->sent_reasoning) {
+        emit(req, out, 1, raw + j->reasoning_from + req->sent_reasoning,
+             j->reasoning_to - j->reasoning_from - req->sent_reasoning);
+        req->sent_reasoning = j->reasoning_to - j->reasoning_from;
+    }
+    const int content_ready = j->content_from != (size_t)-1 && j->reasoning_done;
+    if (content_ready && j->content_to > j->content_from + req->sent_content) {
+        emit(req, out, 0, raw + j->content_from + req->sent_content, j->content_to - j->content_from - req->sent_content);
+        req->sent_content = j->content_to - j->content_from;
+    }
+    if (!j->done || j->status) return;
+    const char *more = unsent(j->out.reasoning, raw + j->reasoning_from, req->sent_reasoning);
+    emit(req, out, 1, more, strlen(more));
+    more = unsent(j->out.content, content_ready ? raw + j->content_from : "", req->sent_content);
+    emit(req, out, 0, more, strlen(more));
 }

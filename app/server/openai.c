@@ -5,24 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* A message's content as text: a string, null, or an array of text parts. */
-static int content_text(const cJSON *content, int i, strbuf *out, api_error *err) {
-    if (!content || cJSON_IsNull(content)) return 0;
-    if (cJSON_IsString(content)) return sb_puts(out, content->valuestring), 0;
-    if (!cJSON_IsArray(content)) return api_fail(err, 400, "messages[%d].content must be a string or an array", i);
-    const cJSON *part;
-    cJSON_ArrayForEach(part, content) {
-        const cJSON *type = cJSON_GetObjectItemCaseSensitive(part, "type");
-        const cJSON *text = cJSON_GetObjectItemCaseSensitive(part, "text");
-        if (!cJSON_IsString(type) || (strcmp(type->valuestring, "text") && strcmp(type->valuestring, "input_text")))
-            return api_fail(err, 400, "messages[%d].content: only text parts are supported (got '%s')", i,
-                            cJSON_IsString(type) ? type->valuestring : "?");
-        if (!cJSON_IsString(text)) return api_fail(err, 400, "messages[%d].content: a text part without text", i);
-        sb_puts(out, text->valuestring);
-    }
-    return 0;
-}
-
 /* The request's tools for the template: function tools only. */
 static int check_tools(const cJSON *tools, api_error *err) {
     if (!cJSON_IsArray(tools)) return api_fail(err, 400, "'tools' must be an array");
@@ -86,7 +68,9 @@ static cJSON *template_messages(const cJSON *messages, api_error *err) {
             return api_fail(err, 400, "messages[%d].role must be system, developer, user, assistant or tool", i), NULL;
         }
         strbuf text = {0};
-        if (content_text(cJSON_GetObjectItemCaseSensitive(m, "content"), i, &text, err)) {
+        char where[48];
+        snprintf(where, sizeof where, "messages[%d].content", i);
+        if (api_text_content(cJSON_GetObjectItemCaseSensitive(m, "content"), where, &text, err)) {
             sb_free(&text);
             cJSON_Delete(out);
             return NULL;
@@ -151,13 +135,9 @@ static int positive_int_field(const cJSON *body, const char *name, int *out, api
 
 /* Fields every OpenAI request has: model, stream, stream_options, max tokens, sampling. */
 static int common_fields(server *srv, cJSON *body, api_request *req, int *max_tokens, api_error *err) {
-    const cJSON *stream = cJSON_GetObjectItemCaseSensitive(body, "stream");
-    if (stream && !cJSON_IsNull(stream) && !cJSON_IsBool(stream)) return api_fail(err, 400, "'stream' must be a boolean");
-    req->stream = cJSON_IsTrue(stream);
+    if (api_parse_model_stream(srv, body, req, err)) return -1;
     const cJSON *so = cJSON_GetObjectItemCaseSensitive(body, "stream_options");
     req->include_usage = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(so, "include_usage"));
-    const cJSON *model = cJSON_GetObjectItemCaseSensitive(body, "model");
-    snprintf(req->model, sizeof req->model, "%s", cJSON_IsString(model) ? model->valuestring : srv->cfg.model_id);
     *max_tokens = 0;
     if (positive_int_field(body, "max_tokens", max_tokens, err) ||
         positive_int_field(body, "max_completion_tokens", max_tokens, err))
@@ -334,6 +314,10 @@ static void delta_text(const api_request *req, strbuf *out, const char *field, c
     free(t);
 }
 
+static void chat_delta(api_request *req, strbuf *out, int reasoning, const char *text, size_t n) {
+    delta_text(req, out, reasoning ? "reasoning_content" : "content", text, n);
+}
+
 void openai_stream(api_request *req, strbuf *out) {
     job *j = req->job;
     const char *raw = j->raw.data ? j->raw.data : "";
@@ -349,29 +333,13 @@ void openai_stream(api_request *req, strbuf *out) {
         delta_text(req, out, NULL, raw + req->sent_content, j->raw.len - req->sent_content);
         req->sent_content = j->raw.len;
     } else {
-        if (j->reasoning_to > j->reasoning_from + req->sent_reasoning) {
-            delta_text(req, out, "reasoning_content", raw + j->reasoning_from + req->sent_reasoning,
-                       j->reasoning_to - j->reasoning_from - req->sent_reasoning);
-            req->sent_reasoning = j->reasoning_to - j->reasoning_from;
-        }
-        if (j->content_from != (size_t)-1 && j->reasoning_done && j->content_to > j->content_from + req->sent_content) {
-            delta_text(req, out, "content", raw + j->content_from + req->sent_content,
-                       j->content_to - j->content_from - req->sent_content);
-            req->sent_content = j->content_to - j->content_from;
-        }
+        api_stream_text(req, chat_delta, out);
     }
     if (!j->done || j->status) return;
-    if (req->kind == API_CHAT) { /* what the final parse adds: held-back text, then the calls */
-        const char *more = api_unsent(j->out.reasoning, raw + j->reasoning_from, req->sent_reasoning);
-        delta_text(req, out, "reasoning_content", more, strlen(more));
-        more = api_unsent(j->out.content, j->content_from == (size_t)-1 ? "" : raw + j->content_from,
-                          req->sent_content);
-        delta_text(req, out, "content", more, strlen(more));
-        if (j->out.n_calls) {
-            cJSON *d = cJSON_CreateObject();
-            cJSON_AddItemToObject(d, "tool_calls", tool_calls_json(j, 1));
-            sse(out, chunk(req, d, NULL, NULL));
-        }
+    if (req->kind == API_CHAT && j->out.n_calls) { /* the tool calls, parsed at the end */
+        cJSON *d = cJSON_CreateObject();
+        cJSON_AddItemToObject(d, "tool_calls", tool_calls_json(j, 1));
+        sse(out, chunk(req, d, NULL, NULL));
     }
     cJSON *last = chunk(req, NULL, NULL, finish_reason(j));
     if (j->out.error) cJSON_AddStringToObject(last, "tool_call_error", j->out.error);
