@@ -46,6 +46,7 @@ static int connection_fd(struct MHD_Connection *c) {
     return ci ? ci->connect_fd : -1;
 }
 
+/* body: malloc'd (cJSON's printers allocate with malloc: flashmoe never sets other hooks); MHD frees it. */
 static enum MHD_Result send_body(struct MHD_Connection *c, int status, char *body, const char *type) {
     if (!body) return MHD_NO;
     struct MHD_Response *r = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
@@ -62,9 +63,7 @@ static enum MHD_Result send_body(struct MHD_Connection *c, int status, char *bod
 static char *json_text(cJSON *j) {
     char *s = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
-    char *copy = s ? strdup(s) : NULL; /* MHD frees with free() */
-    cJSON_free(s);
-    return copy;
+    return s;
 }
 
 static enum MHD_Result send_error(struct MHD_Connection *c, api_kind kind, const api_error *err) {
@@ -225,11 +224,6 @@ static enum MHD_Result generate(server *srv, struct MHD_Connection *c, api_kind 
     pthread_mutex_unlock(&j->mu);
     s->req.finished = 1;
     stream_free(s);
-    if (out) { /* cJSON's allocator is malloc: MHD may free it */
-        char *copy = strdup(out);
-        cJSON_free(out);
-        out = copy;
-    }
     return send_body(c, status, out, "application/json");
 }
 
