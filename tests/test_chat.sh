@@ -88,6 +88,15 @@ if command -v tmux >/dev/null; then
         return 1
     }
     screen() { tmux capture-pane -p -t $S -S -200; }
+    # at_prompt: waits until the last line is the empty prompt. libedit flushes pending input when
+    # it sets the terminal up for a line, so keys sent before the prompt shows may be lost.
+    at_prompt() {
+        for _ in $(seq 1 200); do
+            [ "$(tmux capture-pane -p -t $S | sed '/^$/d' | tail -n 1)" = ">" ] && sleep 0.3 && return 0
+            sleep 0.1
+        done
+        return 1
+    }
     check "chat starts and shows its banner" "wait_for 'flashmoe chat:'" "$(screen)"
     tmux send-keys -t $S "Hello" Enter
     wait_for "> " && sleep 0.5
@@ -123,6 +132,7 @@ if command -v tmux >/dev/null; then
     check "Ctrl-C stops the answer" "wait_for '(stopped)' 30" "$(screen)"
     tmux send-keys -t $S "/stats" Enter
     check "the chat goes on after Ctrl-C" "wait_for 'finish: cancelled'" "$(screen)"
+    at_prompt
     tmux send-keys -t $S C-d
     check "Ctrl-D leaves" "wait_for 'CHAT-EXIT-0'" "$(screen)"
     tmux kill-session -t $S 2>/dev/null
@@ -137,6 +147,7 @@ if command -v tmux >/dev/null; then
         "wait_for '{\"name\": \"calculator\", \"arguments\": {\"expression\": \"37 * 12\"}}' 30" "$(screen)"
     tmux send-keys -t $S "/tool 444" Enter
     check "and answers with the tool's result" "wait_for '37 × 12 = 444.' 30" "$(screen)"
+    at_prompt
     tmux send-keys -t $S C-d
     check "Ctrl-D leaves" "wait_for 'CHAT-EXIT-0'" "$(screen)"
     tmux kill-session -t $S 2>/dev/null
@@ -230,7 +241,8 @@ if command -v tmux >/dev/null; then
         for _ in $(seq 1 600); do [ "$(screen | grep -c '^>')" -ge 2 ] && break; sleep 0.1; done
         tmux send-keys -t $S "/stats" Enter
         wait_for 'context:' 60
-        tmux send-keys -t $S C-d
+        at_prompt
+    tmux send-keys -t $S C-d
         wait_for 'CHAT-EXIT-' 20
         tmux capture-pane -p -e -t $S -S -200
         tmux kill-session -t $S 2>/dev/null
