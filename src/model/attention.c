@@ -3,17 +3,53 @@
  * the KV cache, optional sigmoid output gate (Qwen3.5 / Qwen3-Next), output
  * projection. Reads scratch.xn [n, H], writes scratch.out [n, H]. */
 #include "backend/cpu/kernels.h"
+#include "core/pool.h"
 #include "model/session.h"
 
-#include <omp.h>
 #include <string.h>
+
+typedef struct {
+    const fm_session *s;
+    const fm_config *c;
+    int layer;
+    const float *q, *gate;
+    float *att;
+} attend_job;
+
+/* Token t = item / heads, head h = item % heads: softmax(q·K/√d)·V over the causal window, gated. */
+static void item_attend(void *arg, int item, int thread) {
+    const attend_job *j = arg;
+    const fm_session *s = j->s;
+    const fm_config *c = j->c;
+    const int nh = c->n_heads, hd = c->head_dim, group = nh / c->n_kv_heads;
+    const int q_width = nh * hd, kv_width = c->n_kv_heads * hd;
+    const int t = item / nh, h = item % nh;
+    const float scale = 1.0f / sqrtf((float)hd);
+    const float *keys = s->k_cache[j->layer], *values = s->v_cache[j->layer];
+    float *scores = s->scores + (size_t)thread * s->kv_capacity;
+    const int p = s->pos + t, kvh = h / group;
+    const int first = c->sliding_window > 0 && p - c->sliding_window + 1 > 0 ? p - c->sliding_window + 1 : 0;
+    const float *qh = j->q + (size_t)t * q_width + (size_t)h * hd;
+    for (int k = first; k <= p; k++) scores[k - first] = cpu_dot(qh, keys + (size_t)k * kv_width + (size_t)kvh * hd, hd) * scale;
+    cpu_softmax(scores, p - first + 1);
+    float *o = j->att + (size_t)t * q_width + (size_t)h * hd;
+    memset(o, 0, (size_t)hd * sizeof *o);
+    for (int k = first; k <= p; k++) {
+        const float *vk = values + (size_t)k * kv_width + (size_t)kvh * hd, pk = scores[k - first];
+        for (int d = 0; d < hd; d++) o[d] += pk * vk[d];
+    }
+    if (c->attn_output_gate) {
+        const float *g = j->gate + (size_t)t * q_width + (size_t)h * hd;
+        for (int d = 0; d < hd; d++) o[d] *= cpu_sigmoid(g[d]);
+    }
+}
 
 void attention_forward(fm_session *s, int layer, int n) {
     const fm_model *m = s->model;
     const fm_config *c = &m->cfg;
     const fm_layer *l = &m->layers[layer];
     fm_scratch *w = &s->scratch;
-    const int nh = c->n_heads, nkv = c->n_kv_heads, hd = c->head_dim, group = nh / nkv;
+    const int nh = c->n_heads, nkv = c->n_kv_heads, hd = c->head_dim;
     const int q_width = nh * hd, kv_width = nkv * hd, half = c->rotary_dim / 2;
     float *qg = w->big[0];   /* [n, q rows]: queries (and gates) as projected */
     float *q = w->big[1];    /* [n, nh*hd] */
@@ -22,9 +58,10 @@ void attention_forward(fm_session *s, int layer, int n) {
     float *kc = s->k_cache[layer] + (size_t)s->pos * kv_width;
     float *vc = s->v_cache[layer] + (size_t)s->pos * kv_width;
 
-    cpu_matmul(qg, w->xn, n, &l->q);
-    cpu_matmul(kc, w->xn, n, &l->k); /* new keys and values go straight into the cache */
-    cpu_matmul(vc, w->xn, n, &l->v);
+    const cpu_product proj[3] = {{qg, w->xn, &l->q, n},
+                                 {kc, w->xn, &l->k, n}, /* new keys and values go straight into the cache */
+                                 {vc, w->xn, &l->v, n}};
+    cpu_matmul_many(proj, 3);
 
     for (int t = 0; t < n; t++) {
         /* With a gate, q_proj rows are per head: hd query rows then hd gate rows. */
@@ -52,32 +89,7 @@ void attention_forward(fm_session *s, int layer, int n) {
         }
     }
 
-    const float scale = 1.0f / sqrtf((float)hd);
-    const float *keys = s->k_cache[layer], *values = s->v_cache[layer];
-#pragma omp parallel
-    {
-        float *scores = s->scores + (size_t)omp_get_thread_num() * s->kv_capacity;
-#pragma omp for schedule(dynamic, 1) collapse(2)
-        for (int t = 0; t < n; t++) {
-            for (int h = 0; h < nh; h++) {
-                const int p = s->pos + t, kvh = h / group;
-                const int first = c->sliding_window > 0 && p - c->sliding_window + 1 > 0 ? p - c->sliding_window + 1 : 0;
-                const float *qh = q + (size_t)t * q_width + (size_t)h * hd;
-                for (int j = first; j <= p; j++)
-                    scores[j - first] = cpu_dot(qh, keys + (size_t)j * kv_width + (size_t)kvh * hd, hd) * scale;
-                cpu_softmax(scores, p - first + 1);
-                float *o = att + (size_t)t * q_width + (size_t)h * hd;
-                memset(o, 0, (size_t)hd * sizeof *o);
-                for (int j = first; j <= p; j++) {
-                    const float *vj = values + (size_t)j * kv_width + (size_t)kvh * hd, pj = scores[j - first];
-                    for (int d = 0; d < hd; d++) o[d] += pj * vj[d];
-                }
-                if (c->attn_output_gate) {
-                    const float *g = gate + (size_t)t * q_width + (size_t)h * hd;
-                    for (int d = 0; d < hd; d++) o[d] *= cpu_sigmoid(g[d]);
-                }
-            }
-        }
-    }
+    attend_job j = {.s = s, .c = c, .layer = layer, .q = q, .gate = gate, .att = att};
+    pool_run(n * nh, item_attend, &j);
     cpu_matmul(w->out, att, n, &l->o);
 }

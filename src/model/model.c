@@ -3,6 +3,7 @@
 
 #include "backend/cpu/qkernels.h"
 #include "backend/cuda/cuda_backend.h"
+#include "core/pool.h"
 
 #include "model/arch.h"
 #include "model/session.h"
@@ -281,11 +282,12 @@ fm_status model_open_recording(const char *dir, const fm_model_options *opt, str
     if ((st = choose_backend(m, opt))) goto fail;
     fill_info(m);
     m->record = NULL;
+    if (opt && opt->n_threads > 0) {
+        pool_set_threads(opt->n_threads);
 #ifdef _OPENMP
-    if (opt && opt->n_threads > 0) omp_set_num_threads(opt->n_threads);
-#else
-    (void)opt;
+        omp_set_num_threads(opt->n_threads); /* the tokenizer's loops */
 #endif
+    }
     *out = m;
     return FM_OK;
 fail:

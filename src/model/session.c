@@ -4,11 +4,11 @@
 #include "backend/cuda/cuda_backend.h"
 #include "core/clock.h"
 #include "core/error.h"
+#include "core/pool.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <omp.h>
 
 static int max_int(int a, int b) { return a > b ? a : b; }
 
@@ -171,7 +171,7 @@ fm_status session_reserve_kv(fm_session *s, int needed) {
         s->kv_capacity = cap;
         s->score_threads = 0; /* rows are kv_capacity long: reallocate below */
     }
-    int threads = omp_get_max_threads();
+    int threads = pool_threads();
     if (s->score_threads < threads) {
         float *scores = realloc(s->scores, (size_t)threads * s->kv_capacity * sizeof *scores);
         if (!scores) return fm_error(FM_ERR_NOMEM, "out of memory for attention scores (%d tokens)", s->kv_capacity);

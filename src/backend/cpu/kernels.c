@@ -2,8 +2,8 @@
 #include "backend/cpu/kernels.h"
 
 #include "backend/cpu/qkernels.h"
+#include "core/pool.h"
 
-#include <omp.h>
 #include <stdlib.h>
 
 #define LANES 16
@@ -65,41 +65,55 @@ float cpu_dot_row(const fm_mat *W, int row, const float *x) {
     }
 }
 
+int cpu_rows_per_item(const fm_mat *W) {
+    if (W->bits) return cpu_qrows_per_item(W);
+    const size_t row_bytes = (size_t)W->cols * fm_dtype_size(W->dtype);
+    const int n = (int)((128u << 10) / (row_bytes ? row_bytes : 1));
+    return n < 1 ? 1 : n;
+}
+
+typedef struct {
+    const fm_mat *W;
+    const float *x;
+    float *y, *wide;
+    int T, rows_per_item;
+} matmul_job;
+
+static void item_matmul(void *arg, int i, int thread) {
+    const matmul_job *j = arg;
+    const fm_mat *W = j->W;
+    const int rows = W->rows, cols = W->cols, T = j->T;
+    const int r0 = i * j->rows_per_item, r1 = r0 + j->rows_per_item < rows ? r0 + j->rows_per_item : rows;
+    float *wrow = j->wide ? j->wide + (size_t)thread * cols : NULL;
+    for (int r = r0; r < r1; r++) {
+        if (T == 1) {
+            j->y[r] = cpu_dot_row(W, r, j->x);
+        } else if (W->dtype == FM_DTYPE_F32 || wrow) {
+            const float *w = (const float *)W->data + (size_t)r * cols;
+            if (wrow) {
+                fm_dtype_to_f32(wrow, (const char *)W->data + (size_t)r * cols * fm_dtype_size(W->dtype), W->dtype,
+                                (size_t)cols);
+                w = wrow;
+            }
+            for (int t = 0; t < T; t++) j->y[(size_t)t * rows + r] = cpu_dot(w, j->x + (size_t)t * cols, cols);
+        } else {
+            for (int t = 0; t < T; t++) j->y[(size_t)t * rows + r] = cpu_dot_row(W, r, j->x + (size_t)t * cols);
+        }
+    }
+}
+
 void cpu_matmul(float *y, const float *x, int T, const fm_mat *W) {
     if (W->bits) {
         cpu_qmatmul(y, x, T, W);
         return;
     }
-    const int rows = W->rows, cols = W->cols;
-    if (T == 1) {
-#pragma omp parallel for schedule(static) if (rows >= 64)
-        for (int r = 0; r < rows; r++) y[r] = cpu_dot_row(W, r, x);
-        return;
-    }
     /* Several tokens: widen each weight row once into a per-thread buffer, then
      * use it for all T inputs (the row is read from memory once). Without a
      * buffer (out of memory) fall back to widening per token. */
-    const int threads = rows >= 16 ? omp_get_max_threads() : 1;
-    float *wide = W->dtype == FM_DTYPE_F32 ? NULL : malloc((size_t)threads * cols * sizeof *wide);
-#pragma omp parallel num_threads(threads)
-    {
-        float *wrow = wide ? wide + (size_t)omp_get_thread_num() * cols : NULL;
-#pragma omp for schedule(static)
-        for (int r = 0; r < rows; r++) {
-            if (W->dtype == FM_DTYPE_F32 || wrow) {
-                const float *w = (const float *)W->data + (size_t)r * cols;
-                if (wrow) {
-                    fm_dtype_to_f32(wrow, (const char *)W->data + (size_t)r * cols * fm_dtype_size(W->dtype),
-                                    W->dtype, (size_t)cols);
-                    w = wrow;
-                }
-                for (int t = 0; t < T; t++) y[(size_t)t * rows + r] = cpu_dot(w, x + (size_t)t * cols, cols);
-            } else {
-                for (int t = 0; t < T; t++) y[(size_t)t * rows + r] = cpu_dot_row(W, r, x + (size_t)t * cols);
-            }
-        }
-    }
-    free(wide);
+    matmul_job j = {.W = W, .x = x, .y = y, .T = T, .rows_per_item = T == 1 ? cpu_rows_per_item(W) : 4};
+    if (T > 1 && W->dtype != FM_DTYPE_F32) j.wide = malloc((size_t)pool_threads() * W->cols * sizeof *j.wide);
+    pool_run((W->rows + j.rows_per_item - 1) / j.rows_per_item, item_matmul, &j);
+    free(j.wide);
 }
 
 void cpu_mat_row_f32(const fm_mat *W, int row, float *out) {

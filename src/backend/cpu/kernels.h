@@ -1,6 +1,7 @@
 /* CPU kernels in float32. Weights may be BF16, F16 or F32 (widened on the
  * fly) or quantized (W->bits != 0: MLX affine, see qkernels.h, which
- * cpu_matmul and cpu_dot_row dispatch to); activations are float32. Matrix products run on all threads (OpenMP).
+ * cpu_matmul and cpu_dot_row dispatch to); activations are float32. Matrix products run on the compute pool
+ * (core/pool.h), in blocks of rows.
  * Dot products keep 16 independent partial sums so that the compiler can
  * vectorise them and results do not depend on the ISA. */
 #ifndef FM_BACKEND_CPU_KERNELS_H
@@ -12,6 +13,22 @@
 
 /* y[T, W.rows] = x[T, W.cols] · Wᵀ */
 void cpu_matmul(float *y, const float *x, int T, const fm_mat *W);
+/* Several products in one parallel pass: y = x · Wᵀ for each (x [T, W.cols],
+ * y [T, W.rows]). Products of one token (and, on the integer paths, of fewer
+ * than 8) are split into blocks of rows that all threads take from one list,
+ * and inputs shared by several products (the same x, T and quantized format)
+ * are prepared (quantized, reordered) once; no memory is allocated once the
+ * scratch has grown to the largest call. Others run one after the other as
+ * cpu_matmul. Results are exactly cpu_matmul's. */
+typedef struct {
+    float *y;
+    const float *x;
+    const fm_mat *W;
+    int T;
+} cpu_product;
+void cpu_matmul_many(const cpu_product *p, int n);
+/* Rows of W per work item of a parallel product (about 128 KB of weights). */
+int cpu_rows_per_item(const fm_mat *W);
 /* y[i] = sum_j x[j] * W[i, j] for one row i, any weight dtype. */
 float cpu_dot_row(const fm_mat *W, int row, const float *x);
 /* out[W.cols] = row `row` of W in float32 (widened or dequantized), e.g. an embedding lookup. */

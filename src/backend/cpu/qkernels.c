@@ -15,9 +15,9 @@
 #include "backend/cpu/qkernels.h"
 
 #include "backend/cpu/qkernels_vnni.h"
+#include "core/pool.h"
 #include "quant/affine.h"
 
-#include <omp.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -497,92 +497,189 @@ static qview view_of(const fm_mat *W) {
 }
 
 /* Without scratch memory: the plain-C path, one row and one token at a time. */
+typedef struct {
+    const qview *v;
+    float *y;
+    const float *x;
+    int T;
+} fallback_job;
+
+static void item_fallback(void *arg, int r, int thread) {
+    (void)thread;
+    const fallback_job *j = arg;
+    const qview *v = j->v;
+    for (int t = 0; t < j->T; t++)
+        j->y[(size_t)t * v->rows + r] = row_scalar_gen(v->q + (size_t)r * v->wpr, v->s + (size_t)r * v->ng,
+                                                       v->b + (size_t)r * v->ng, v->ng, v->group, NULL,
+                                                       j->x + (size_t)t * v->cols, v->bits);
+}
+
 static void qmatmul_fallback(float *y, const float *x, int T, const qview *v) {
-#pragma omp parallel for schedule(static) if ((size_t)v->rows * T >= 64)
-    for (int r = 0; r < v->rows; r++)
-        for (int t = 0; t < T; t++)
-            y[(size_t)t * v->rows + r] =
-                row_scalar_gen(v->q + (size_t)r * v->wpr, v->s + (size_t)r * v->ng, v->b + (size_t)r * v->ng, v->ng,
-                               v->group, NULL, x + (size_t)t * v->cols, v->bits);
+    fallback_job j = {.v = v, .y = y, .x = x, .T = T};
+    pool_run(v->rows, item_fallback, &j);
+}
+
+/* The integer path in use, or -1 for a float path. */
+static int int_kind(void) {
+    pthread_once(&isa_once, isa_init);
+    return isa_cur == ISA_VNNI      ? FM_QINT_VNNI
+           : isa_cur == ISA_AVXVNNI ? FM_QINT_AVXVNNI
+           : isa_cur == ISA_AVX2INT ? FM_QINT_AVX2
+                                    : -1;
+}
+
+/* ---- prepared activations (cpu_qact_*) ----------------------------------- */
+
+#define SF_STACK 4112 /* row kernels' scale scratch on the stack: up to 4096 groups a row */
+#define ACT_HEAD 64   /* header: the path the activations were prepared for */
+
+typedef struct {
+    int kind; /* integer path, or -1: float path */
+    int T, cols, bits, group;
+} act_head;
+
+/* Float paths (T = 1): sx [ng] then x in lane order [n]. */
+static size_t float_act_n(const isa_ops *ops, int cols, int bits) {
+    const int L = ops->lanes, cpw = 32 / bits, wpr = (int)((size_t)cols * bits / 32);
+    return (size_t)((wpr + L - 1) / L) * L * cpw;
+}
+
+static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+size_t cpu_qact_bytes(int T, int cols, int bits, int group) {
+    const int ik = int_kind();
+    if (ik >= 0) {
+        const size_t n = fm_qint_act_bytes(ik, T, cols, bits, group);
+        return n ? ACT_HEAD + n : 0;
+    }
+    if (T != 1 || group <= 0 || cols / group + 16 > SF_STACK) return 0;
+    return ACT_HEAD + align64((size_t)(cols / group) * sizeof(float)) +
+           float_act_n(current_ops(), cols, bits) * sizeof(float);
+}
+
+void cpu_qact_prepare(void *act, const float *x, int T, int cols, int bits, int group) {
+    act_head *h = act;
+    *h = (act_head){.kind = int_kind(), .T = T, .cols = cols, .bits = bits, .group = group};
+    char *body = (char *)act + ACT_HEAD;
+    if (h->kind >= 0) {
+        fm_qint_act_prepare(h->kind, body, x, T, cols, bits, group);
+        return;
+    }
+    const isa_ops *ops = current_ops();
+    const int ng = cols / group, L = ops->lanes;
+    float *sx = (float *)body, *xp = (float *)(body + align64((size_t)ng * sizeof(float)));
+    for (int g = 0; g < ng; g++) {
+        const float *xg = x + (size_t)g * group;
+        float a[4] = {0};
+        for (int i = 0; i < group; i++) a[i & 3] += xg[i];
+        sx[g] = (a[0] + a[1]) + (a[2] + a[3]);
+    }
+    const int wpr = (int)((size_t)cols * bits / 32);
+    permute_x(xp, x, cols, bits, L, (wpr + L - 1) / L);
+}
+
+void cpu_qact_rows(float *y, const fm_mat *W, int r0, int r1, const void *act) {
+    const act_head *h = act;
+    const char *body = (const char *)act + ACT_HEAD;
+    const qview v = view_of(W);
+    if (h->kind >= 0) {
+        fm_qint_act_rows(h->kind, body, h->T, y, r0, r1, v.q, v.s, v.b, v.rows, v.cols, v.bits, v.group);
+        return;
+    }
+    const row_fn row = current_ops()->row[v.bits];
+    const float *sx = (const float *)body, *xp = (const float *)(body + align64((size_t)v.ng * sizeof(float)));
+    float sf[SF_STACK];
+    for (int r = r0; r < r1; r++)
+        y[r] = row(v.q + (size_t)r * v.wpr, v.wpr, v.s + (size_t)r * v.ng, v.b + (size_t)r * v.ng, v.ng, v.group, sx,
+                   xp, sf);
+}
+
+/* ---- whole products -------------------------------------------------------- */
+
+typedef struct {
+    const fm_mat *W;
+    const void *act;
+    float *y;
+    int rows_per_item;
+} rows_job;
+
+static void item_act_rows(void *arg, int i, int thread) {
+    (void)thread;
+    const rows_job *j = arg;
+    const int r0 = i * j->rows_per_item, r1 = r0 + j->rows_per_item < j->W->rows ? r0 + j->rows_per_item : j->W->rows;
+    cpu_qact_rows(j->y, j->W, r0, r1, j->act);
+}
+
+int cpu_qrows_per_item(const fm_mat *W) {
+    const size_t row_bytes = (size_t)W->cols * (size_t)W->bits / 8 + (size_t)(W->cols / W->group) * 4;
+    const int n = (int)((128u << 10) / (row_bytes ? row_bytes : 1));
+    return n < 1 ? 1 : n;
+}
+
+typedef struct {
+    const isa_ops *ops;
+    const qview *v;
+    const float *xq;
+    float *y, *scratch;
+    int T;
+    size_t n, per, sbn;
+} prefill_job;
+
+/* Prefill, float paths: a block of 4 rows dequantized once, then all T tokens. */
+static void item_prefill(void *arg, int blk, int thread) {
+    const prefill_job *j = arg;
+    const qview *v = j->v;
+    float *wbuf = j->scratch + (size_t)thread * j->per, *sf = wbuf + 4 * j->n, *bf = sf + j->sbn;
+    const int r = blk * 4, nr = v->rows - r < 4 ? v->rows - r : 4;
+    for (int k = 0; k < nr; k++)
+        j->ops->deq[v->bits](v->q + (size_t)(r + k) * v->wpr, v->wpr, v->s + (size_t)(r + k) * v->ng,
+                             v->b + (size_t)(r + k) * v->ng, v->ng, v->group, sf, bf, wbuf + (size_t)k * j->n);
+    j->ops->mm(wbuf, nr, j->n, j->xq, j->T, j->y, v->rows, r);
 }
 
 void cpu_qmatmul(float *y, const float *x, int T, const fm_mat *W) {
     const qview v = view_of(W);
-    const isa_ops *ops = current_ops();
+    const int ik = int_kind();
     /* The integer paths; without scratch memory, the exact float path of the same width. */
-    const int ik = isa_cur == ISA_VNNI ? FM_QINT_VNNI
-                   : isa_cur == ISA_AVXVNNI ? FM_QINT_AVXVNNI
-                   : isa_cur == ISA_AVX2INT ? FM_QINT_AVX2
-                                            : -1;
     if (ik >= 0 && !fm_qint_matmul(ik, y, x, T, v.q, v.s, v.b, v.rows, v.cols, v.bits, v.group)) return;
+    if (T == 1 && ik < 0) {
+        const size_t bytes = cpu_qact_bytes(1, v.cols, v.bits, v.group);
+        void *act = bytes ? aligned_alloc(64, align64(bytes)) : NULL;
+        if (!act) {
+            qmatmul_fallback(y, x, T, &v);
+            return;
+        }
+        cpu_qact_prepare(act, x, 1, v.cols, v.bits, v.group);
+        rows_job j = {.W = W, .act = act, .y = y, .rows_per_item = cpu_qrows_per_item(W)};
+        pool_run((v.rows + j.rows_per_item - 1) / j.rows_per_item, item_act_rows, &j);
+        free(act);
+        return;
+    }
+    const isa_ops *ops = current_ops();
     const int L = ops->lanes, cpw = 32 / v.bits;
     const int nch = (v.wpr + L - 1) / L;
-    const size_t n = (size_t)nch * L * cpw; /* padded row length in lane order (= cols when L = 1) */
-    const size_t sbn = (size_t)v.ng + 16;   /* scale / bias scratch per thread */
-    row_fn row = ops->row[v.bits];
-    deq_fn deq = ops->deq[v.bits];
-
+    prefill_job j = {.ops = ops, .v = &v, .y = y, .T = T};
+    j.n = (size_t)nch * L * cpw; /* padded row length in lane order (= cols when L = 1) */
+    j.sbn = (size_t)v.ng + 16;   /* scale / bias scratch per thread */
+    j.per = 4 * j.n + 2 * j.sbn;
     float *xp = NULL;
     if (L > 1) {
-        xp = malloc((size_t)T * n * sizeof *xp);
+        xp = malloc((size_t)T * j.n * sizeof *xp);
         if (!xp) {
             qmatmul_fallback(y, x, T, &v);
             return;
         }
-        for (int t = 0; t < T; t++) permute_x(xp + (size_t)t * n, x + (size_t)t * v.cols, v.cols, v.bits, L, nch);
+        for (int t = 0; t < T; t++) permute_x(xp + (size_t)t * j.n, x + (size_t)t * v.cols, v.cols, v.bits, L, nch);
     }
-    const float *xq = xp ? xp : x;
-
-    if (T == 1) {
-        const int threads = v.rows >= 64 ? omp_get_max_threads() : 1;
-        float *sx = malloc(((size_t)v.ng + (size_t)threads * sbn) * sizeof *sx);
-        if (!sx) {
-            free(xp);
-            qmatmul_fallback(y, x, T, &v);
-            return;
-        }
-        for (int g = 0; g < v.ng; g++) {
-            const float *xg = x + (size_t)g * v.group;
-            float a[4] = {0};
-            for (int i = 0; i < v.group; i++) a[i & 3] += xg[i];
-            sx[g] = (a[0] + a[1]) + (a[2] + a[3]);
-        }
-#pragma omp parallel num_threads(threads)
-        {
-            float *sf = sx + v.ng + (size_t)omp_get_thread_num() * sbn;
-#pragma omp for schedule(static)
-            for (int r = 0; r < v.rows; r++)
-                y[r] = row(v.q + (size_t)r * v.wpr, v.wpr, v.s + (size_t)r * v.ng, v.b + (size_t)r * v.ng, v.ng,
-                           v.group, sx, xq, sf);
-        }
-        free(sx);
-        free(xp);
-        return;
-    }
-
-    /* Prefill: blocks of 4 rows dequantized once, then all T tokens. */
-    const int threads = v.rows >= 16 ? omp_get_max_threads() : 1;
-    const size_t per = 4 * n + 2 * sbn;
-    float *scratch = malloc((size_t)threads * per * sizeof *scratch);
-    if (!scratch) {
+    j.xq = xp ? xp : x;
+    j.scratch = malloc((size_t)pool_threads() * j.per * sizeof *j.scratch);
+    if (!j.scratch) {
         free(xp);
         qmatmul_fallback(y, x, T, &v);
         return;
     }
-    const int blocks = (v.rows + 3) / 4;
-#pragma omp parallel num_threads(threads)
-    {
-        float *wbuf = scratch + (size_t)omp_get_thread_num() * per, *sf = wbuf + 4 * n, *bf = sf + sbn;
-#pragma omp for schedule(static)
-        for (int blk = 0; blk < blocks; blk++) {
-            const int r = blk * 4, nr = v.rows - r < 4 ? v.rows - r : 4;
-            for (int j = 0; j < nr; j++)
-                deq(v.q + (size_t)(r + j) * v.wpr, v.wpr, v.s + (size_t)(r + j) * v.ng, v.b + (size_t)(r + j) * v.ng,
-                    v.ng, v.group, sf, bf, wbuf + (size_t)j * n);
-            ops->mm(wbuf, nr, n, xq, T, y, v.rows, r);
-        }
-    }
-    free(scratch);
+    pool_run((v.rows + 3) / 4, item_prefill, &j);
+    free(j.scratch);
     free(xp);
 }
 

@@ -25,8 +25,8 @@
  * avxvnni, avx512 (F+BW+VL), avx2int, plain C "scalar", the only one on
  * non-x86) is used unless the environment variable FM_ISA (scalar, avx2,
  * avx512, vnni, avxvnni, avx2int) or cpu_set_isa() asks for another;
- * FM_ISA=avx512 / avx2 give the exact float paths. Matrix products use all OpenMP threads, rows split across
- * threads. */
+ * FM_ISA=avx512 / avx2 give the exact float paths. Matrix products run on the
+ * compute pool (core/pool.h), in blocks of rows. */
 #ifndef FM_BACKEND_CPU_QKERNELS_H
 #define FM_BACKEND_CPU_QKERNELS_H
 
@@ -43,6 +43,18 @@ const char *cpu_isa_name(void);
 
 /* y[T, W.rows] = x[T, W.cols] · Wᵀ for a quantized W (W->bits != 0). */
 void cpu_qmatmul(float *y, const float *x, int T, const fm_mat *W);
+/* Activations prepared once for several products with quantized matrices of
+ * one format (cols, bits, group) on the current path, then any rows of each,
+ * with exactly the results of cpu_qmatmul (T = 1 on the float paths, T < 8 on
+ * the integer ones). cpu_qact_bytes: the buffer's size (64-byte aligned), 0
+ * where this path cannot (use cpu_qmatmul). cpu_qact_rows: y[t·W.rows + r]
+ * for r in [r0, r1) and every prepared token. */
+size_t cpu_qact_bytes(int T, int cols, int bits, int group);
+void cpu_qact_prepare(void *act, const float *x, int T, int cols, int bits, int group);
+void cpu_qact_rows(float *y, const fm_mat *W, int r0, int r1, const void *act);
+/* Rows of W per work item of a parallel product (about 128 KB of weights). */
+int cpu_qrows_per_item(const fm_mat *W);
+
 /* Σ_j x[j] · W[row, j] for a quantized W (plain C float path, any ISA). */
 float cpu_qdot_row(const fm_mat *W, int row, const float *x);
 /* out[cols] = row `row` of a quantized W, dequantized. */

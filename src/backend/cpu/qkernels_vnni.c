@@ -50,10 +50,10 @@
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
 
 #include "core/dtype.h"
+#include "core/pool.h"
 
 #include <cpuid.h>
 #include <immintrin.h>
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -376,11 +376,7 @@ static void build_tokvecs(const shape *sh, const tokens *tk, int T, int v, int8_
     }
 }
 
-int fm_qint_matmul(int kind, float *y, const float *x, int T, const uint32_t *q, const uint16_t *scales,
-                   const uint16_t *biases, int rows, int cols, int bits, int group) {
-    if (!fm_qint_supported(kind) || (bits != 2 && bits != 4 && bits != 8) || T < 1) return -1;
-    const fm_qint_kernels *K = kernels_of(kind);
-    const int cw = K->cw;
+static shape make_shape(int cw, int rows, int cols, int bits, int group) {
     shape sh = {.rows = rows, .cols = cols, .bits = bits, .group = group, .cw = cw};
     sh.cpw = 32 / bits;
     sh.nk = 8 / bits;
@@ -389,86 +385,179 @@ int fm_qint_matmul(int kind, float *y, const float *x, int T, const uint32_t *q,
     sh.nch = (sh.wpr + cw - 1) / cw;
     sh.wpg = group / sh.cpw;
     sh.np = (size_t)sh.nch * 4 * cw * sh.nk;
-    const int ng = sh.ng;
+    return sh;
+}
+
+/* The per-token activations (tokens, above) in one buffer: xp, then dx, cs, sx. */
+static size_t tokens_bytes(const shape *sh, int T) {
+    return align64((size_t)T * sh->np) + 3 * align64((size_t)T * sh->ng * sizeof(float));
+}
+
+static tokens tokens_at(const shape *sh, void *mem, int T) {
+    char *p = mem;
+    const size_t tf = align64((size_t)T * sh->ng * sizeof(float));
+    tokens tk;
+    tk.xp = (int8_t *)p, p += align64((size_t)T * sh->np);
+    tk.dx = (float *)p, p += tf;
+    tk.cs = (float *)p, p += tf;
+    tk.sx = (float *)p;
+    return tk;
+}
+
+/* Quantizes token t (x_t) into tk; xn: np bytes of scratch, zero past cols. */
+static void prepare_token(const shape *sh, const tokens *tk, const float *x_t, int t, int8_t *xn) {
+    const size_t ng = (size_t)sh->ng;
+    quant_token(sh, x_t, xn, tk->dx + t * ng, tk->cs + t * ng, tk->sx + t * ng);
+    permute_token(sh, xn, tk->xp + (size_t)t * sh->np);
+}
+
+/* y[t, r] for rows [r0, r1) and all T tokens with the row kernel; sf: ng + 16 floats. */
+static void rows_tokens(const fm_qint_kernels *K, const shape *sh, const tokens *tk, int T, float *y, int r0, int r1,
+                        const uint32_t *q, const uint16_t *scales, const uint16_t *biases, float *sf) {
+    const fm_qint_row_fn row = K->row[sh->bits];
+    const size_t wpr = (size_t)sh->wpr, ng = (size_t)sh->ng;
+    for (int r = r0; r < r1; r++)
+        for (int t = 0; t < T; t++)
+            y[(size_t)t * sh->rows + r] = row(sh, q + (size_t)r * wpr, scales + (size_t)r * ng, biases + (size_t)r * ng,
+                                              tk->xp + (size_t)t * sh->np, tk->dx + (size_t)t * ng,
+                                              tk->cs + (size_t)t * ng, tk->sx + (size_t)t * ng, sf);
+}
+
+#define SF_STACK 4112 /* scale scratch of the row kernels, on the stack: up to 4096 groups a row */
+
+static int usable(int kind, int T, int cols, int bits, int group) {
+    return fm_qint_supported(kind) && (bits == 2 || bits == 4 || bits == 8) && T >= 1 && group > 0 &&
+           cols / group + 16 <= SF_STACK;
+}
+
+size_t fm_qint_act_bytes(int kind, int T, int cols, int bits, int group) {
+    if (!usable(kind, T, cols, bits, group)) return 0;
+    const shape sh = make_shape(kernels_of(kind)->cw, 1, cols, bits, group);
+    return tokens_bytes(&sh, T) + align64(sh.np);
+}
+
+void fm_qint_act_prepare(int kind, void *act, const float *x, int T, int cols, int bits, int group) {
+    const shape sh = make_shape(kernels_of(kind)->cw, 1, cols, bits, group);
+    const tokens tk = tokens_at(&sh, act, T);
+    int8_t *xn = (int8_t *)act + tokens_bytes(&sh, T);
+    memset(xn + cols, 0, sh.np - (size_t)cols);
+    for (int t = 0; t < T; t++) prepare_token(&sh, &tk, x + (size_t)t * cols, t, xn);
+}
+
+void fm_qint_act_rows(int kind, const void *act, int T, float *y, int r0, int r1, const uint32_t *q,
+                      const uint16_t *scales, const uint16_t *biases, int rows, int cols, int bits, int group) {
+    const fm_qint_kernels *K = kernels_of(kind);
+    const shape sh = make_shape(K->cw, rows, cols, bits, group);
+    const tokens tk = tokens_at(&sh, (void *)act, T);
+    float sf[SF_STACK];
+    rows_tokens(K, &sh, &tk, T, y, r0, r1, q, scales, biases, sf);
+}
+
+/* ---- whole products on the pool ------------------------------------------ */
+
+typedef struct {
+    const fm_qint_kernels *K;
+    shape sh;
+    tokens tk;
+    const float *x;
+    float *y;
+    int T, rows_per_item;
+    const uint32_t *q;
+    const uint16_t *scales, *biases;
+    char *thr; /* per-thread scratch: xn, sf, bf, ub */
+    size_t sz_xn, sz_sf, per_thread;
+    fm_qint_tokvecs tv;
+} product;
+
+static void item_quantize(void *arg, int t, int thread) {
+    product *p = arg;
+    prepare_token(&p->sh, &p->tk, p->x + (size_t)t * p->sh.cols, t, (int8_t *)(p->thr + (size_t)thread * p->per_thread));
+}
+
+static void item_rows(void *arg, int i, int thread) {
+    product *p = arg;
+    const int r0 = i * p->rows_per_item, r1 = r0 + p->rows_per_item < p->sh.rows ? r0 + p->rows_per_item : p->sh.rows;
+    float *sf = (float *)(p->thr + (size_t)thread * p->per_thread + p->sz_xn);
+    rows_tokens(p->K, &p->sh, &p->tk, p->T, p->y, r0, r1, p->q, p->scales, p->biases, sf);
+}
+
+static void item_tokvecs(void *arg, int v, int thread) {
+    (void)thread;
+    product *p = arg;
+    build_tokvecs(&p->sh, &p->tk, p->T, v, (int8_t *)p->tv.xT, (float *)p->tv.dxT, (float *)p->tv.csT,
+                  (float *)p->tv.sxT);
+}
+
+/* Prefill: a block of 4 rows unpacked once, then all tokens. */
+static void item_tile(void *arg, int blk, int thread) {
+    product *p = arg;
+    const shape *sh = &p->sh;
+    const int ng = sh->ng, r = blk * 4, nr = sh->rows - r < 4 ? sh->rows - r : 4;
+    const int planes = p->K->ub_planes[sh->bits];
+    char *mine = p->thr + (size_t)thread * p->per_thread;
+    float *sf = (float *)(mine + p->sz_xn), *bf = (float *)(mine + p->sz_xn + p->sz_sf);
+    uint8_t *ub = (uint8_t *)(mine + p->sz_xn + 2 * p->sz_sf);
+    const uint8_t *ubs[4] = {NULL, NULL, NULL, NULL};
+    for (int j = 0; j < nr; j++) {
+        const uint32_t *qr = p->q + (size_t)(r + j) * sh->wpr;
+        if (!planes) {
+            ubs[j] = (const uint8_t *)qr;
+        } else {
+            uint8_t *u = ub + (size_t)j * planes * sh->np;
+            p->K->unpack[sh->bits](sh, qr, u);
+            ubs[j] = u;
+        }
+        for (int g = 0; g < ng; g++) {
+            sf[(size_t)j * ng + g] = fm_bf16_to_f32(p->scales[(size_t)(r + j) * ng + g]);
+            bf[(size_t)j * ng + g] = fm_bf16_to_f32(p->biases[(size_t)(r + j) * ng + g]);
+        }
+    }
+    p->K->tile[sh->bits](sh, ubs, nr, sf, bf, &p->tv, p->T, p->y, r);
+}
+
+/* Rows per work item of a decode product: about 128 KB of weights. */
+static int rows_per_item(const shape *sh) {
+    const size_t row_bytes = (size_t)sh->wpr * 4 + (size_t)sh->ng * 4;
+    const int n = (int)((128u << 10) / (row_bytes ? row_bytes : 1));
+    return n < 1 ? 1 : n;
+}
+
+int fm_qint_matmul(int kind, float *y, const float *x, int T, const uint32_t *q, const uint16_t *scales,
+                   const uint16_t *biases, int rows, int cols, int bits, int group) {
+    if (!usable(kind, T, cols, bits, group)) return -1;
+    const fm_qint_kernels *K = kernels_of(kind);
+    product p = {.K = K, .sh = make_shape(K->cw, rows, cols, bits, group), .x = x, .y = y, .T = T, .q = q,
+                 .scales = scales, .biases = biases};
+    const shape *sh = &p.sh;
+    const int ng = sh->ng, cw = K->cw;
     const int prefill = T >= 8;
-    const int threads = (prefill ? rows >= 16 : (size_t)rows * T >= 64) ? omp_get_max_threads() : 1;
+    const int threads = pool_threads();
     const int ntv = (T + cw - 1) / cw;
     const int planes = K->ub_planes[bits];
 
     /* One allocation: tokens, per-thread scratch, prefill layout. */
-    const size_t sz_xp = align64((size_t)T * sh.np), sz_tf = align64((size_t)T * ng * sizeof(float));
-    const size_t sz_xn = align64(sh.np), sz_sf = align64(((size_t)4 * ng + 16) * sizeof(float));
-    const size_t sz_ub = prefill ? align64((size_t)4 * planes * sh.np) : 0;
-    const size_t per_thread = sz_xn + 2 * sz_sf + sz_ub;
+    p.sz_xn = align64(sh->np);
+    p.sz_sf = align64(((size_t)4 * ng + 16) * sizeof(float));
+    const size_t sz_ub = prefill ? align64((size_t)4 * planes * sh->np) : 0;
+    p.per_thread = p.sz_xn + 2 * p.sz_sf + sz_ub;
+    const size_t sz_tk = tokens_bytes(sh, T);
     const size_t sz_xT = prefill ? align64((size_t)ntv * cols * cw) : 0;
     const size_t sz_vf = prefill ? align64((size_t)ntv * ng * cw * sizeof(float)) : 0;
-    const size_t total = sz_xp + 3 * sz_tf + (size_t)threads * per_thread + sz_xT + 3 * sz_vf;
-    char *mem = aligned_alloc(64, total);
+    char *mem = aligned_alloc(64, sz_tk + (size_t)threads * p.per_thread + sz_xT + 3 * sz_vf);
     if (!mem) return -1;
-    char *p = mem;
-    tokens tk;
-    tk.xp = (int8_t *)p, p += sz_xp;
-    tk.dx = (float *)p, p += sz_tf;
-    tk.cs = (float *)p, p += sz_tf;
-    tk.sx = (float *)p, p += sz_tf;
-    char *thr = p;
-    p += (size_t)threads * per_thread;
-    int8_t *xT = (int8_t *)p;
-    p += sz_xT;
-    float *dxT = (float *)p, *csT = (float *)(p + sz_vf), *sxT = (float *)(p + 2 * sz_vf);
-
-    const fm_qint_row_fn row = K->row[bits];
-    const fm_qint_unpack_fn unpack = K->unpack[bits];
-    const fm_qint_tile_fn tile = K->tile[bits];
-    const size_t wpr = (size_t)sh.wpr;
-
-#pragma omp parallel num_threads(threads)
-    {
-        char *mine = thr + (size_t)omp_get_thread_num() * per_thread;
-        int8_t *xn = (int8_t *)mine;
-        float *sf = (float *)(mine + sz_xn), *bf = (float *)(mine + sz_xn + sz_sf);
-        uint8_t *ub = (uint8_t *)(mine + sz_xn + 2 * sz_sf);
-        memset(xn + cols, 0, sh.np - (size_t)cols);
-#pragma omp for schedule(static)
-        for (int t = 0; t < T; t++) {
-            quant_token(&sh, x + (size_t)t * cols, xn, tk.dx + (size_t)t * ng, tk.cs + (size_t)t * ng,
-                        tk.sx + (size_t)t * ng);
-            permute_token(&sh, xn, tk.xp + (size_t)t * sh.np);
-        }
-        if (!prefill) {
-#pragma omp for schedule(static)
-            for (int r = 0; r < rows; r++)
-                for (int t = 0; t < T; t++)
-                    y[(size_t)t * rows + r] =
-                        row(&sh, q + (size_t)r * wpr, scales + (size_t)r * ng, biases + (size_t)r * ng,
-                            tk.xp + (size_t)t * sh.np, tk.dx + (size_t)t * ng, tk.cs + (size_t)t * ng,
-                            tk.sx + (size_t)t * ng, sf);
-        } else {
-#pragma omp for schedule(static)
-            for (int v = 0; v < ntv; v++) build_tokvecs(&sh, &tk, T, v, xT, dxT, csT, sxT);
-            const tokvecs tvs = {.xT = xT, .dxT = dxT, .csT = csT, .sxT = sxT, .ntv = ntv};
-            const int blocks = (rows + 3) / 4;
-#pragma omp for schedule(static)
-            for (int blk = 0; blk < blocks; blk++) {
-                const int r = blk * 4, nr = rows - r < 4 ? rows - r : 4;
-                const uint8_t *ubs[4] = {NULL, NULL, NULL, NULL};
-                for (int j = 0; j < nr; j++) {
-                    const uint32_t *qr = q + (size_t)(r + j) * wpr;
-                    if (!planes) {
-                        ubs[j] = (const uint8_t *)qr;
-                    } else {
-                        uint8_t *u = ub + (size_t)j * planes * sh.np;
-                        unpack(&sh, qr, u);
-                        ubs[j] = u;
-                    }
-                    for (int g = 0; g < ng; g++) {
-                        sf[(size_t)j * ng + g] = fm_bf16_to_f32(scales[(size_t)(r + j) * ng + g]);
-                        bf[(size_t)j * ng + g] = fm_bf16_to_f32(biases[(size_t)(r + j) * ng + g]);
-                    }
-                }
-                tile(&sh, ubs, nr, sf, bf, &tvs, T, y, r);
-            }
-        }
+    p.tk = tokens_at(sh, mem, T);
+    p.thr = mem + sz_tk;
+    for (int i = 0; i < threads; i++) memset(p.thr + (size_t)i * p.per_thread + cols, 0, sh->np - (size_t)cols);
+    pool_run(T, item_quantize, &p);
+    if (!prefill) {
+        p.rows_per_item = rows_per_item(sh);
+        pool_run((rows + p.rows_per_item - 1) / p.rows_per_item, item_rows, &p);
+    } else {
+        char *v = p.thr + (size_t)threads * p.per_thread;
+        p.tv = (fm_qint_tokvecs){.xT = (int8_t *)v, .dxT = (float *)(v + sz_xT), .csT = (float *)(v + sz_xT + sz_vf),
+                                 .sxT = (float *)(v + sz_xT + 2 * sz_vf), .ntv = ntv};
+        pool_run(ntv, item_tokvecs, &p);
+        pool_run((rows + 3) / 4, item_tile, &p);
     }
     free(mem);
     return 0;
@@ -486,6 +575,21 @@ int fm_qint_matmul(int kind, float *y, const float *x, int T, const uint32_t *q,
     (void)kind, (void)y, (void)x, (void)T, (void)q, (void)scales, (void)biases, (void)rows, (void)cols, (void)bits,
         (void)group;
     return -1;
+}
+
+size_t fm_qint_act_bytes(int kind, int T, int cols, int bits, int group) {
+    (void)kind, (void)T, (void)cols, (void)bits, (void)group;
+    return 0;
+}
+
+void fm_qint_act_prepare(int kind, void *act, const float *x, int T, int cols, int bits, int group) {
+    (void)kind, (void)act, (void)x, (void)T, (void)cols, (void)bits, (void)group;
+}
+
+void fm_qint_act_rows(int kind, const void *act, int T, float *y, int r0, int r1, const uint32_t *q,
+                      const uint16_t *scales, const uint16_t *biases, int rows, int cols, int bits, int group) {
+    (void)kind, (void)act, (void)T, (void)y, (void)r0, (void)r1, (void)q, (void)scales, (void)biases, (void)rows,
+        (void)cols, (void)bits, (void)group;
 }
 
 #endif

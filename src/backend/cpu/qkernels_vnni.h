@@ -30,6 +30,17 @@ int fm_qint_supported(int kind);
 int fm_qint_matmul(int kind, float *y, const float *x, int T, const uint32_t *q, const uint16_t *scales,
                    const uint16_t *biases, int rows, int cols, int bits, int group);
 
+/* Activations of T tokens quantized once for several products with matrices
+ * of one format (cols, bits, group) on path `kind`, then rows of each:
+ * fm_qint_act_bytes is the size of the buffer (0: not possible here, use
+ * fm_qint_matmul), fm_qint_act_prepare fills it (64-byte aligned), and
+ * fm_qint_act_rows computes y[t, r] for r in [r0, r1) and every token, exactly
+ * as fm_qint_matmul does for T < 8. */
+size_t fm_qint_act_bytes(int kind, int T, int cols, int bits, int group);
+void fm_qint_act_prepare(int kind, void *act, const float *x, int T, int cols, int bits, int group);
+void fm_qint_act_rows(int kind, const void *act, int T, float *y, int r0, int r1, const uint32_t *q,
+                      const uint16_t *scales, const uint16_t *biases, int rows, int cols, int bits, int group);
+
 /* ---- between the driver and the kernels --------------------------------- */
 
 /* Shape of one product. A chunk is cw uint32 words of a row (cw = 16 for
