@@ -14,6 +14,7 @@
 #include "core/pool.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <linux/futex.h>
 #include <pthread.h>
@@ -21,6 +22,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -48,7 +50,12 @@ static struct {
     pthread_t *tids;
     _Atomic int want;    /* threads asked for (0: default) */
     long spin_ns;
-} P = {.lock = PTHREAD_MUTEX_INITIALIZER, .spin_ns = -1};
+    /* Sharing the CPUs (see adapt): */
+    _Atomic int active;  /* threads that take items now (1..workers+1) */
+    int adapt, cpus, loadavg_fd;
+    long next_sample_ns;
+    double others;       /* runnable threads of other processes, smoothed */
+} P = {.lock = PTHREAD_MUTEX_INITIALIZER, .spin_ns = -1, .loadavg_fd = -1};
 
 static _Thread_local int in_pool; /* nested calls run inline */
 
@@ -81,6 +88,7 @@ static uint32_t spin_while(_Atomic uint32_t *addr, uint32_t value) {
 
 /* Claims and runs items of generation g until none is left. */
 static void run_items(uint32_t g, int thread) {
+    if (thread >= atomic_load(&P.active)) return; /* stood down: the CPUs are shared (adapt) */
     const pool_fn fn = atomic_load(&P.fn);
     void *const ctx = atomic_load(&P.ctx);
     const uint32_t n = atomic_load(&P.n);
@@ -101,7 +109,8 @@ static void *worker_main(void *arg) {
     in_pool = 1;
     uint32_t seen = atomic_load(&P.gen32);
     for (;;) {
-        uint32_t g = spin_while(&P.gen32, seen);
+        /* A stood-down thread sleeps at once: its core belongs to another process now. */
+        uint32_t g = thread < atomic_load(&P.active) ? spin_while(&P.gen32, seen) : atomic_load(&P.gen32);
         if (g == seen) {
             atomic_fetch_add(&P.sleepers, 1);
             if (atomic_load(&P.gen32) == seen && !atomic_load(&P.stop)) futex_wait(&P.gen32, seen);
@@ -154,6 +163,49 @@ int pool_threads(void) {
 
 void pool_set_threads(int n) { atomic_store(&P.want, n > 0 ? n : 0); }
 
+/* Threads of other processes that are runnable now: /proc/loadavg's running
+ * count (every CPU's runnable threads) less this caller and the workers that
+ * are not asleep. -1 where it cannot be read. */
+static int others_running(void) {
+    if (P.loadavg_fd < 0) return -1;
+    char buf[128];
+    const ssize_t len = pread(P.loadavg_fd, buf, sizeof buf - 1, 0);
+    if (len <= 0) return -1;
+    buf[len] = 0;
+    const char *slash = strchr(buf, '/');
+    if (!slash) return -1;
+    const char *p = slash;
+    while (p > buf && p[-1] != ' ') p--;
+    const int running = atoi(p);
+    const int ours = 1 + P.workers - atomic_load(&P.sleepers);
+    return running > ours ? running - ours : 0;
+}
+
+/* Sharing the CPUs. When other processes keep some of the CPUs busy, a thread
+ * of ours that the OS deschedules in the middle of an item holds up the whole
+ * product until it runs again, which costs more than its help: so every 10 ms
+ * the count of other runnable threads is sampled (smoothed over ~40 ms), and
+ * only as many threads take items as there are CPUs left for us (at least
+ * one). FM_POOL_ADAPT=0 turns this off. */
+static void adapt(int threads) {
+    const long now = now_ns();
+    if (now < P.next_sample_ns) return;
+    P.next_sample_ns = now + 10000000L;
+    const int others = others_running();
+    if (others < 0) return;
+    P.others = 0.75 * P.others + 0.25 * others;
+    int free_cpus = P.cpus - (int)(P.others + 0.5);
+    int active = threads < free_cpus ? threads : free_cpus;
+    atomic_store(&P.active, active < 1 ? 1 : active);
+}
+
+int pool_active_threads(void) {
+    pthread_mutex_lock(&P.lock);
+    int n = P.workers ? atomic_load(&P.active) : 1;
+    pthread_mutex_unlock(&P.lock);
+    return n;
+}
+
 void pool_run(int n_items, pool_fn fn, void *ctx) {
     if (n_items <= 0) return;
     if (in_pool) {
@@ -165,14 +217,22 @@ void pool_run(int n_items, pool_fn fn, void *ctx) {
         const char *e = getenv("FM_POOL_SPIN_US");
         P.spin_ns = e && *e ? atol(e) * 1000L : 50000L;
         if (P.spin_ns < 0) P.spin_ns = 0;
+        const char *a = getenv("FM_POOL_ADAPT");
+        P.adapt = !(a && !strcmp(a, "0"));
+        const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        P.cpus = cpus > 0 ? (int)cpus : 1;
+        if (P.adapt) P.loadavg_fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
     }
     const int threads = pool_threads();
     if (P.workers != threads - 1) {
         stop_workers();
         if (threads > 1) start_workers(threads);
+        atomic_store(&P.active, P.workers + 1);
+        P.others = 0.0;
     }
+    if (P.adapt && P.workers) adapt(P.workers + 1);
     in_pool = 1;
-    if (P.workers == 0 || n_items == 1) {
+    if (P.workers == 0 || n_items == 1 || atomic_load(&P.active) == 1) {
         for (int i = 0; i < n_items; i++) fn(ctx, i, 0);
     } else {
         const uint32_t g = atomic_load(&P.gen32) + 1; /* only callers (under the lock) change it */

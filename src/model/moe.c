@@ -114,6 +114,79 @@ static fm_status run_streamed(fm_session *s, int layer, int n, int n_ids) {
     }
 }
 
+/* ---- one token: all experts of the layer in two passes ---------------------- */
+
+#define MAX_FUSED 64 /* FFNs (routed + shared) of one fused pass */
+
+/* The FFNs f[0..nf) on the token xn in two passes over the pool: every gate
+ * and up projection (one quantization of xn shared by all), SwiGLU, then every
+ * down projection into out[j] (cpu_matmul_many; the same arithmetic as
+ * ffn_forward on each). g and u hold the concatenated hidden rows. */
+static void ffns_one_token(const fm_ffn *const *f, int nf, const float *xn, float *g, float *u, float *const *out) {
+    cpu_product p[2 * MAX_FUSED];
+    size_t at = 0;
+    for (int j = 0; j < nf; j++) {
+        p[2 * j] = (cpu_product){g + at, xn, &f[j]->gate, 1};
+        p[2 * j + 1] = (cpu_product){u + at, xn, &f[j]->up, 1};
+        at += (size_t)f[j]->gate.rows;
+    }
+    cpu_matmul_many(p, 2 * nf);
+    for (size_t i = 0; i < at; i++) g[i] = cpu_silu(g[i]) * u[i];
+    at = 0;
+    for (int j = 0; j < nf; j++) {
+        p[j] = (cpu_product){out[j], g + at, &f[j]->down, 1};
+        at += (size_t)f[j]->gate.rows;
+    }
+    cpu_matmul_many(p, nf);
+}
+
+/* Whether the fused pass fits this layer's experts (count and scratch). */
+static int fused_fits(const fm_session *s, const fm_layer *l, int n_ids) {
+    const fm_model *m = s->model;
+    if (n_ids + 1 > MAX_FUSED || (m->store && n_ids > store_hold_max(m->store))) return 0;
+    const size_t F = m->pack ? (size_t)m->pack->layout.ffn : (size_t)l->experts[0].gate.rows;
+    const size_t Fs = m->cfg.has_shared_expert ? (size_t)l->shared.gate.rows : 0;
+    return (size_t)n_ids * F + Fs <= s->big_size;
+}
+
+/* One token: routed experts (and the shared one) through ffns_one_token; with
+ * the store, the layer's reads are held so all experts are computed together.
+ * While reads are in flight the shared expert runs first; when all were in
+ * the RAM cache it joins the routed experts' passes. */
+static fm_status moe_one_token(fm_session *s, int layer, int n_ids) {
+    const fm_model *m = s->model;
+    const fm_layer *l = &m->layers[layer];
+    fm_scratch *w = &s->scratch;
+    const int H = m->cfg.hidden_size, shared = m->cfg.has_shared_expert;
+    fm_ffn views[MAX_FUSED];
+    const fm_ffn *f[MAX_FUSED];
+    float *out[MAX_FUSED];
+    int nf = 0;
+    if (m->store) {
+        fm_status st = store_begin_held(m->store, layer, w->expert_ids, n_ids);
+        if (st != FM_OK) return st;
+        if (shared && !store_batch_all_hits(m->store)) { /* overlaps with the reads just issued */
+            const fm_ffn *sf = &l->shared;
+            float *so = w->big[3];
+            ffns_one_token(&sf, 1, w->xn, w->big[1], w->big[2], &so);
+        } else if (shared) {
+            f[nf] = &l->shared, out[nf++] = w->big[3];
+        }
+        for (int k = 0; k < n_ids; k++) {
+            int slot;
+            const void *data;
+            if ((st = store_next(m->store, &slot, &data)) != FM_OK) return st;
+            pack_expert_view(&m->pack->layout, data, &views[slot]);
+        }
+        for (int j = 0; j < n_ids; j++) f[nf] = &views[j], out[nf++] = w->expert_out + (size_t)j * H;
+    } else {
+        if (shared) f[nf] = &l->shared, out[nf++] = w->big[3];
+        for (int j = 0; j < n_ids; j++) f[nf] = &l->experts[w->expert_ids[j]], out[nf++] = w->expert_out + (size_t)j * H;
+    }
+    ffns_one_token(f, nf, w->xn, w->big[1], w->big[2], out);
+    return FM_OK;
+}
+
 fm_status moe_forward(fm_session *s, int layer, int n) {
     const fm_model *m = s->model;
     const fm_config *c = &m->cfg;
@@ -133,7 +206,14 @@ fm_status moe_forward(fm_session *s, int layer, int n) {
     double t1 = fm_seconds();
     tm->routing_s += t1 - t0;
 
-    if (m->store) {
+    if (n == 1 && fused_fits(s, l, n_ids)) {
+        double wait0 = m->store ? store_get_stats(m->store).io_wait_s : 0.0;
+        fm_status st = moe_one_token(s, layer, n_ids);
+        double wait = m->store ? store_get_stats(m->store).io_wait_s - wait0 : 0.0;
+        tm->expert_io_wait_s += wait;
+        tm->expert_compute_s -= wait;
+        if (st != FM_OK) return st;
+    } else if (m->store) {
         double wait0 = store_get_stats(m->store).io_wait_s;
         fm_status st = run_streamed(s, layer, n, n_ids);
         double wait = store_get_stats(m->store).io_wait_s - wait0;

@@ -65,6 +65,8 @@ struct fm_store {
     int *hits, n_hits, hits_pos;
     int outstanding;
     int handed; /* slot handed out by the last store_next, or -1 */
+    int hold;   /* store_begin_held: handed-out experts stay until the next batch */
+    int *held, n_held; /* [n_experts] slots handed out and kept */
     unsigned *seen, seen_gen; /* [n_experts] duplicate check */
 
     store_stats stats;
@@ -145,10 +147,16 @@ static fm_status issue(fm_store *s) {
     return FM_OK;
 }
 
+/* Gives back the experts a held batch handed out. */
+static void release_held(fm_store *s) {
+    while (s->n_held > 0) release(s, s->held[--s->n_held], 0);
+}
+
 /* Ends the batch early: gives back the handed-out expert, the pending hits and
  * every outstanding read (waiting for each, since its memory is the kernel's
  * until it completes). */
 static void abandon(fm_store *s) {
+    release_held(s);
     if (s->handed >= 0) release(s, s->handed, 0);
     s->handed = -1;
     while (s->hits_pos < s->n_hits) release(s, s->hits[s->hits_pos++], 0);
@@ -177,6 +185,7 @@ void store_close(fm_store *s) {
     free(s->paths), free(s->checksums), free(s->fd), free(s->fd_tail), free(s->direct), free(s->file_size);
     free(s->pool), free(s->free_bufs);
     free(s->ids), free(s->slot_entry), free(s->slot_buf), free(s->todo), free(s->hits), free(s->seen);
+    free(s->held);
     free(s);
 }
 
@@ -265,7 +274,8 @@ fm_status store_open(const store_layout *layout, const store_options *options, f
     s->todo = malloc((size_t)ne * sizeof *s->todo);
     s->hits = malloc((size_t)ne * sizeof *s->hits);
     s->seen = calloc((size_t)ne, sizeof *s->seen);
-    if (!s->paths || !s->fd || !s->fd_tail || !s->direct || !s->file_size || !s->ids || !s->slot_entry ||
+    s->held = malloc((size_t)ne * sizeof *s->held);
+    if (!s->held || !s->paths || !s->fd || !s->fd_tail || !s->direct || !s->file_size || !s->ids || !s->slot_entry ||
         !s->slot_buf || !s->todo || !s->hits || !s->seen) {
         store_close(s);
         return fm_error(FM_ERR_NOMEM, "expert store: out of memory");
@@ -341,9 +351,24 @@ fm_status store_open(const store_layout *layout, const store_options *options, f
 
 /* ---- batches ---------------------------------------------------------------- */
 
+int store_hold_max(const fm_store *s) { return s->depth; }
+
+fm_status store_begin_held(fm_store *s, int layer, const int *ids, int n) {
+    if (!s) return fm_error(FM_ERR_ARGUMENT, "expert store: no store");
+    if (n > s->depth)
+        return fm_error(FM_ERR_ARGUMENT, "expert store: %d experts cannot be held at once (at most %d)", n, s->depth);
+    fm_status st = store_begin(s, layer, ids, n);
+    s->hold = st == FM_OK;
+    return st;
+}
+
+int store_batch_all_hits(const fm_store *s) { return s->n_todo == 0; }
+
 fm_status store_begin(fm_store *s, int layer, const int *ids, int n) {
     if (!s) return fm_error(FM_ERR_ARGUMENT, "expert store: no store");
     if (s->active) abandon(s);
+    release_held(s);
+    s->hold = 0;
     if (layer < 0 || layer >= s->n_layers)
         return fm_error(FM_ERR_ARGUMENT, "expert store: layer %d out of range (0..%d)", layer, s->n_layers - 1);
     if (!s->paths[layer]) return fm_error(FM_ERR_ARGUMENT, "expert store: layer %d has no routed experts", layer);
@@ -393,7 +418,10 @@ fm_status store_next(fm_store *s, int *slot, const void **data) {
     *slot = -1;
     *data = NULL;
     if (!s->active) return FM_OK;
-    if (s->handed >= 0) release(s, s->handed, 0);
+    if (s->handed >= 0) {
+        if (s->hold) s->held[s->n_held++] = s->handed;
+        else release(s, s->handed, 0);
+    }
     s->handed = -1;
     fm_status st = issue(s);
     if (st != FM_OK) {

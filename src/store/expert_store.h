@@ -74,6 +74,14 @@ void store_close(fm_store *s); /* accepts NULL */
 
 /* Starts fetching experts ids[0..n) of `layer`. */
 fm_status store_begin(fm_store *s, int layer, const int *ids, int n);
+/* As store_begin, but every expert store_next hands out stays valid (and in
+ * the RAM cache, pinned) until the next store_begin / store_begin_held, so a
+ * caller can compute with all of them at once. n ≤ store_hold_max(s). */
+fm_status store_begin_held(fm_store *s, int layer, const int *ids, int n);
+int store_hold_max(const fm_store *s);
+/* 1 when every expert of the last batch begun was in the RAM cache (no read). */
+int store_batch_all_hits(const fm_store *s);
+
 /* The next fetched expert of the batch, in completion order: *slot is its index
  * in ids and *data its expert_bytes bytes (64-byte aligned). *slot is -1 once
  * all n were returned. A failed read returns FM_ERR_IO (or FM_ERR_FORMAT for a
