@@ -232,6 +232,32 @@ static uint64_t peak_rss(void) {
     return (uint64_t)kb * 1024;
 }
 
+/* Anonymous memory in transparent huge pages (AnonHugePages, bytes), 0 if unknown. */
+static uint64_t anon_huge_bytes(void) {
+    FILE *f = fopen("/proc/self/smaps_rollup", "r");
+    if (!f) return 0;
+    char line[256];
+    unsigned long long kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "AnonHugePages: %llu kB", &kb) == 1) break;
+    fclose(f);
+    return (uint64_t)kb * 1024;
+}
+
+/* The bracketed word of the kernel's transparent huge page setting ("always",
+ * "madvise", "never"), or "unknown". */
+static const char *thp_setting(char *buf, size_t size) {
+    FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+    char line[128] = "";
+    if (f) {
+        if (!fgets(line, sizeof line, f)) line[0] = 0;
+        fclose(f);
+    }
+    const char *a = strchr(line, '['), *b = a ? strchr(a, ']') : NULL;
+    snprintf(buf, size, "%.*s", a && b ? (int)(b - a - 1) : 7, a && b ? a + 1 : "unknown");
+    return buf;
+}
+
 void cli_print_timing(const fm_session *s) {
     fm_timing t;
     fm_session_get_timing(s, &t);
@@ -251,7 +277,12 @@ void cli_print_timing(const fm_session *s) {
             sum.routing_s, sum.expert_io_wait_s, sum.expert_compute_s, sum.other_s, t.head_s);
     fprintf(stderr, "run: %llu tokens in %llu evals, %.3f s (%.2f tok/s)\n", (unsigned long long)t.tokens,
             (unsigned long long)t.evals, t.eval_s, t.eval_s > 0 ? t.tokens / t.eval_s : 0.0);
-    fprintf(stderr, "memory: peak RSS %.1f MB\n", peak_rss() / 1e6);
+    char thp[32];
+    fprintf(stderr, "memory: peak RSS %.1f MB; %.1f MB of anonymous memory in 2 MB pages (transparent huge pages: %s)\n",
+            peak_rss() / 1e6, anon_huge_bytes() / 1e6, thp_setting(thp, sizeof thp));
+    fprintf(stderr, "threads: %d", t.threads);
+    if (t.threads_active < t.threads) fprintf(stderr, " (%d taking work: other processes keep CPUs busy)", t.threads_active);
+    fputc('\n', stderr);
     if (t.vram_lookups) {
         const double need = (double)t.vram_lookups;
         fprintf(stderr,

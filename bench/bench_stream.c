@@ -161,8 +161,9 @@ static double raw_read_gbps(const char *path, uint64_t limit, uint64_t *bytes) {
 }
 
 /* kB value of a /proc/self/status line, in bytes. */
-static uint64_t proc_status(const char *key) {
-    FILE *f = fopen("/proc/self/status", "r");
+/* A "Key: N kB" line of /proc/self/status (or of `file`) in bytes, 0 if absent. */
+static uint64_t proc_value(const char *file, const char *key) {
+    FILE *f = fopen(file, "r");
     if (!f) return 0;
     char line[256];
     uint64_t v = 0;
@@ -175,6 +176,8 @@ static uint64_t proc_status(const char *key) {
     fclose(f);
     return v;
 }
+
+static uint64_t proc_status(const char *key) { return proc_value("/proc/self/status", key); }
 
 static long major_faults(void) {
     struct rusage ru;
@@ -394,6 +397,7 @@ int main(int argc, char **argv) {
     long maj = major_faults() - maj0;
     totals d = get_totals(s);
     uint64_t hwm = proc_status("VmHWM"), rss = proc_status("VmRSS");
+    const uint64_t huge = proc_value("/proc/self/smaps_rollup", "AnonHugePages");
     /* Another file than before: a virtio host may still cache what was just read. */
     double raw2 = raw_read_gbps(files[n_files > 1 ? n_files - 2 : 0], (uint64_t)(raw_gb * 1e9), &raw_bytes2);
     double raw = raw2 > 0 ? (raw1 + raw2) / 2 : raw1;
@@ -445,6 +449,7 @@ int main(int argc, char **argv) {
                mo.memory_budget / 1e9, 100.0 * hwm / mo.memory_budget);
     else
         printf("  %-26s %.2f GB (now %.2f GB)\n", "peak RSS (VmHWM)", hwm / 1e9, rss / 1e9);
+    printf("  %-26s %.2f GB of anonymous memory in 2 MB pages (AnonHugePages)\n", "huge pages", huge / 1e9);
     printf("\n  %-26s %8s\n", "", "tok/s");
     printf("  %-26s %8.3f   1 / (%.3f GB / %.3f GB/s + %.1f ms)\n", "bound (this run's reads)", bound, bytes_tok / 1e9,
            raw, 1e3 * compute_tok);
@@ -452,6 +457,13 @@ int main(int argc, char **argv) {
     printf("  %-26s %8.3f   1 / (%d x %d x %.2f MB / %.3f GB/s + %.1f ms)\n", "no-cache bound", nocache_bound,
            in->n_experts_run, n_moe, in->expert_bytes / 1e6, raw, 1e3 * compute_tok);
     printf("  %-26s %8.3f   1 / compute\n", "all-in-RAM bound", 1.0 / compute_tok);
+    /* Compute against memory: the weight bytes a token reads at this run's memory bandwidth. */
+    const double mem_bw = cuda ? 0.0 : bench_memory_read_gbps();
+    const double mem_tok = mem_bw > 0 ? in->bytes_per_token / (mem_bw * 1e9) : 0.0;
+    if (mem_bw > 0)
+        printf("  %-26s %8.3f   1 / (%.3f GB / %.1f GB/s memory read): compute %.1f ms = %.2fx its time %.1f ms\n",
+               "memory bound", 1.0 / mem_tok, in->bytes_per_token / 1e9, mem_bw, 1e3 * compute_tok,
+               compute_tok / mem_tok, 1e3 * mem_tok);
     if (cuda && xfer_bound > 0)
         printf("  %-26s %8.3f   1 / (%.3f GB / %.2f GB/s host->device + %.3f GB / %.3f GB/s disk): measured %.2fx\n",
                "transfer bound (CUDA)", xfer_bound, copied_tok / 1e9, h2d, bytes_tok / 1e9, raw, tps / xfer_bound);
@@ -459,10 +471,10 @@ int main(int argc, char **argv) {
         printf("  %-26s %8s   nothing copied or read during decode\n", "transfer bound (CUDA)", "-");
     printf("\nsummary: %s, K=%d, %d MoE layers: decode %.3f tok/s = %.2fx bound %.3f (disk %.2f GB/s, %.3f GB/token, "
            "hit %.1f%%, io wait %.0f ms + compute %.0f ms per token); no-cache bound %.3f; prefill %.2f tok/s; "
-           "peak RSS %.2f GB%s\n",
+           "peak RSS %.2f GB%s; compute %.2fx memory time (%.1f GB/s)\n",
            cache_name, in->n_experts_run, n_moe, tps, tps / bound, bound, raw, bytes_tok / 1e9, hit, 1e3 * io_tok,
            1e3 * compute_tok, nocache_bound, n_prompt / prefill_s, hwm / 1e9,
-           mo.memory_budget ? " (budget given)" : "");
+           mo.memory_budget ? " (budget given)" : "", mem_tok > 0 ? compute_tok / mem_tok : 0.0, mem_bw);
     if (cuda)
         printf("summary-cuda: %s, vram budget %.2f GB (%.1f%% of experts): decode %.3f tok/s; hits VRAM %.1f%% RAM %.1f%% "
                "SSD %.1f%%; copied %.3f GB/token (copies in flight %.1f ms/token), host->device %.2f GB/s, disk %.2f "

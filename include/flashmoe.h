@@ -168,6 +168,9 @@ typedef struct {
        those found in VRAM, and the bytes copied to it. */
     uint64_t vram_lookups, vram_hits, bytes_copied;
     double copy_s;                 /* time with at least one host→device copy in flight */
+    /* CPU compute threads, and those taking work now (fewer while other
+       processes keep CPUs busy). */
+    int threads, threads_active;
 } fm_timing;
 
 void fm_session_get_timing(const fm_session *session, fm_timing *out);

@@ -21,7 +21,7 @@ $BUILD/bench/synth_packed "$M" --layers 4 --experts 64 --top-k 8 --bits 8 --hidd
 experts=$(du -sb "$M/experts" | cut -f1)
 ids=$(seq -s, 1 64)
 
-peak() { sed -n 's/^memory: peak RSS \([0-9.]*\) MB$/\1/p' "$1"; }
+peak() { sed -n 's/^memory: peak RSS \([0-9.]*\) MB[;]*.*/\1/p' "$1"; }
 budget_mb=800
 $FM generate -m "$M" --ids "$ids" -n 64 --greedy --memory-budget ${budget_mb}M --timing >/dev/null 2>"$TMP/budget.log"
 rc=$?

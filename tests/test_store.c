@@ -8,6 +8,8 @@
  *     holds (cache_used ≤ cache_bytes); OS mode never hits
  *   - the eviction policy keeps an expert used often over experts used once
  *   - preload: everything read once, then all hits; a too-small budget refused
+ *   - held batches: all experts of a batch stay valid together; all-hit batches
+ *     are recognised; more than the buffers is refused
  *   - errors: truncated layer file, bad layouts, bad batches, checksum
  *     mismatch with verify, injected EIO and short reads under both engines,
  *     each naming the file, and the store working again afterwards
@@ -359,6 +361,55 @@ static void test_preload(void **state) {
     }
 }
 
+/* Held batches: every expert handed out stays valid (right bytes) until the
+ * next batch, while later reads complete into other memory; all-hit batches
+ * are told apart; a batch larger than the buffers is refused. */
+static void test_held_batches(void **state) {
+    (void)state;
+    const store_options opts[] = {
+        {.cache = FM_CACHE_OS, .buffers = 6},
+        {.cache = FM_CACHE_RAM, .cache_bytes = (uint64_t)2 * N_EXPERTS * STRIDE, .buffers = 6},
+        {.cache = FM_CACHE_RAM, .cache_bytes = (uint64_t)3 * STRIDE, .buffers = 6}, /* fewer entries than held */
+    };
+    for (int engine = 0; engine < 2; engine++)
+        for (size_t k = 0; k < sizeof opts / sizeof opts[0]; k++) {
+            store_options o = opts[k];
+            o.engine = (fm_io_engine)engine;
+            fm_store *s = open_store(&o);
+            assert_int_equal(store_hold_max(s), 6);
+            for (int round = 0; round < 4; round++) {
+                int ids[6];
+                for (int i = 0; i < 6; i++) ids[i] = ((round % 2) * 5 + i * 2) % N_EXPERTS;
+                const int layer = round % 2 ? 2 : 0;
+                assert_int_equal(store_begin_held(s, layer, ids, 6), FM_OK);
+                if (round >= 2 && k == 1) assert_true(store_batch_all_hits(s)); /* rounds 2, 3 repeat 0, 1 */
+                if (round < 2) assert_false(store_batch_all_hits(s));
+                const void *data[6] = {0};
+                for (int i = 0; i < 6; i++) {
+                    int slot;
+                    const void *d;
+                    assert_int_equal(store_next(s, &slot, &d), FM_OK);
+                    assert_true(slot >= 0 && slot < 6 && !data[slot]);
+                    data[slot] = d;
+                }
+                int slot;
+                const void *d;
+                assert_int_equal(store_next(s, &slot, &d), FM_OK);
+                assert_int_equal(slot, -1);
+                for (int i = 0; i < 6; i++)
+                    if (memcmp(data[i], image[layer] + (size_t)ids[i] * STRIDE, EXPERT_BYTES) != 0)
+                        fail_msg("held expert %d of layer %d (round %d, setup %zu) was overwritten", ids[i], layer,
+                                 round, k);
+            }
+            clear_error();
+            int seven[7] = {0, 1, 2, 3, 4, 5, 6};
+            assert_int_equal(store_begin_held(s, 0, seven, 7), FM_ERR_ARGUMENT);
+            assert_msg_has("held");
+            fetch_ok(s, 0, all_ids, N_EXPERTS); /* a plain batch after held ones */
+            store_close(s);
+        }
+}
+
 /* ---- errors ---------------------------------------------------------------- */
 
 static void write_copy(const char *path, int layer, size_t len) {
@@ -520,6 +571,7 @@ int main(void) {
         cmocka_unit_test(test_policy_keeps_frequent),
         cmocka_unit_test(test_slab_slots),
         cmocka_unit_test(test_preload),
+        cmocka_unit_test(test_held_batches),
         cmocka_unit_test(test_truncated_file),
         cmocka_unit_test(test_bad_layout_and_batches),
         cmocka_unit_test(test_checksum_mismatch),

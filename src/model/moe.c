@@ -149,10 +149,11 @@ static int fused_fits(const fm_session *s, const fm_layer *l, int n_ids) {
     return (size_t)n_ids * F + Fs <= s->big_size;
 }
 
-/* One token: routed experts (and the shared one) through ffns_one_token; with
- * the store, the layer's reads are held so all experts are computed together.
- * While reads are in flight the shared expert runs first; when all were in
- * the RAM cache it joins the routed experts' passes. */
+/* One token: the routed experts (and the shared one) through ffns_one_token.
+ * With the store, when every expert was in the RAM cache, all are computed in
+ * the same two passes (the batch is held, so every expert's memory stays
+ * valid together); when reads are in flight, the shared expert runs first and
+ * each routed expert as its read completes, so compute overlaps the disk. */
 static fm_status moe_one_token(fm_session *s, int layer, int n_ids) {
     const fm_model *m = s->model;
     const fm_layer *l = &m->layers[layer];
@@ -162,25 +163,29 @@ static fm_status moe_one_token(fm_session *s, int layer, int n_ids) {
     const fm_ffn *f[MAX_FUSED];
     float *out[MAX_FUSED];
     int nf = 0;
+    if (shared) f[nf] = &l->shared, out[nf++] = w->big[3];
     if (m->store) {
         fm_status st = store_begin_held(m->store, layer, w->expert_ids, n_ids);
         if (st != FM_OK) return st;
-        if (shared && !store_batch_all_hits(m->store)) { /* overlaps with the reads just issued */
-            const fm_ffn *sf = &l->shared;
-            float *so = w->big[3];
-            ffns_one_token(&sf, 1, w->xn, w->big[1], w->big[2], &so);
-        } else if (shared) {
-            f[nf] = &l->shared, out[nf++] = w->big[3];
+        const int stream = !store_batch_all_hits(m->store);
+        if (stream && nf) { /* overlaps with the reads just issued */
+            ffns_one_token(f, nf, w->xn, w->big[1], w->big[2], out);
+            nf = 0;
         }
         for (int k = 0; k < n_ids; k++) {
             int slot;
             const void *data;
             if ((st = store_next(m->store, &slot, &data)) != FM_OK) return st;
             pack_expert_view(&m->pack->layout, data, &views[slot]);
+            if (stream) {
+                const fm_ffn *fe = &views[slot];
+                float *oe = w->expert_out + (size_t)slot * H;
+                ffns_one_token(&fe, 1, w->xn, w->big[1], w->big[2], &oe);
+            }
         }
+        if (stream) return FM_OK;
         for (int j = 0; j < n_ids; j++) f[nf] = &views[j], out[nf++] = w->expert_out + (size_t)j * H;
     } else {
-        if (shared) f[nf] = &l->shared, out[nf++] = w->big[3];
         for (int j = 0; j < n_ids; j++) f[nf] = &l->experts[w->expert_ids[j]], out[nf++] = w->expert_out + (size_t)j * H;
     }
     ffns_one_token(f, nf, w->xn, w->big[1], w->big[2], out);

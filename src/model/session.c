@@ -235,6 +235,8 @@ void fm_session_get_timing(const fm_session *s, fm_timing *out) {
     out->head_s = s->head_s;
     out->tokens = s->tokens;
     out->evals = s->evals;
+    out->threads = pool_threads();
+    out->threads_active = pool_active_threads();
     if (s->model->store) {
         store_stats now = store_get_stats(s->model->store);
         out->experts_fetched = now.fetches - s->store_base.fetches;

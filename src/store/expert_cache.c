@@ -13,10 +13,21 @@
  * (a scan) cycles through probation and cannot push out the experts the router
  * keeps choosing, while a protected expert that stops being used still ages
  * out through recency. Every operation is O(1) except skipping pinned entries
- * (at most one batch) while looking for a victim. */
+ * (at most one batch) while looking for a victim.
+ *
+ * Memory: entries are carved from chunks of about 256 MB mapped 2 MB-aligned
+ * and marked MADV_HUGEPAGE, so that where transparent huge pages are enabled
+ * (even only "madvise") the cache sits in 2 MB pages: a token's experts are
+ * spread over gigabytes, and with 4 KB pages the TLB misses and page walks of
+ * reading them cost as much as the reading (measured 2.8x inside a VM). An
+ * entry's memory is kept for the cache's life and reused (spare list). */
 #include "store/expert_cache.h"
 
 #include <stdlib.h>
+#include <sys/mman.h>
+
+#define CHUNK_TARGET ((size_t)256 << 20)
+#define HUGE_PAGE ((size_t)2 << 20)
 
 typedef struct {
     cache_entry *head, *tail; /* head = most recently used */
@@ -33,8 +44,57 @@ struct expert_cache {
     /* Slab mode (cache_create_slab): entries are slots of memory the caller owns. */
     char *slab;
     int slab_next;       /* slots handed out so far */
-    cache_entry *spare;  /* discarded entries, reused before new slots */
+    cache_entry *spare;  /* discarded entries, reused before new memory */
+    /* Otherwise entries come from chunks (see the top). */
+    char *chunk;         /* the chunk being carved */
+    size_t chunk_left;   /* bytes left in it */
+    int allocated;       /* entries given memory so far */
+    void **chunks;
+    size_t *chunk_bytes;
+    int n_chunks, cap_chunks;
 };
+
+static size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
+
+/* Memory for one more entry from the current chunk, or a new one sized for
+ * the entries the budget still allows (at most CHUNK_TARGET). NULL when out of memory. */
+static void *chunk_take(expert_cache *c) {
+    const size_t need = round_up(c->entry_bytes, 4096);
+    if (c->chunk_left < need) {
+        if (c->n_chunks == c->cap_chunks) {
+            const int cap = c->cap_chunks ? 2 * c->cap_chunks : 16;
+            void **p = realloc(c->chunks, (size_t)cap * sizeof *p);
+            if (!p) return NULL;
+            c->chunks = p;
+            size_t *b = realloc(c->chunk_bytes, (size_t)cap * sizeof *b);
+            if (!b) return NULL;
+            c->chunk_bytes = b;
+            c->cap_chunks = cap;
+        }
+        size_t per = CHUNK_TARGET / need, left = (size_t)(c->capacity - c->allocated);
+        if (per > left) per = left;
+        if (per < 1) per = 1;
+        const size_t bytes = round_up(per * need, HUGE_PAGE);
+        /* Over-map by a huge page and trim, so the chunk starts 2 MB-aligned. */
+        char *raw = mmap(NULL, bytes + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (raw == MAP_FAILED) return NULL;
+        char *p = (char *)round_up((size_t)raw, HUGE_PAGE);
+        if (p > raw) munmap(raw, (size_t)(p - raw));
+        if (p + bytes < raw + bytes + HUGE_PAGE) munmap(p + bytes, (size_t)(raw + bytes + HUGE_PAGE - (p + bytes)));
+#ifdef MADV_HUGEPAGE
+        madvise(p, bytes, MADV_HUGEPAGE); /* a hint: without THP the chunk stays in 4 KB pages */
+#endif
+        c->chunks[c->n_chunks] = p;
+        c->chunk_bytes[c->n_chunks++] = bytes;
+        c->chunk = p;
+        c->chunk_left = bytes;
+    }
+    void *data = c->chunk;
+    c->chunk += need;
+    c->chunk_left -= need;
+    c->allocated++;
+    return data;
+}
 
 static void list_remove(lru_list *l, cache_entry *e) {
     if (e->prev) e->prev->next = e->next;
@@ -84,22 +144,20 @@ expert_cache *cache_create_slab(int n_keys, void *slab, size_t slot_bytes, int n
     return c;
 }
 
-static void free_entry(const expert_cache *c, cache_entry *e) {
-    if (!c->slab) free(e->data);
-    free(e);
-}
-
 void cache_destroy(expert_cache *c) {
     if (!c) return;
     for (int s = 1; s <= 2; s++)
         for (cache_entry *e = c->lists[s].head, *next; e; e = next) {
             next = e->next;
-            free_entry(c, e);
+            free(e);
         }
     for (cache_entry *e = c->spare, *next; e; e = next) {
         next = e->next;
         free(e);
     }
+    for (int i = 0; i < c->n_chunks; i++) munmap(c->chunks[i], c->chunk_bytes[i]);
+    free(c->chunks);
+    free(c->chunk_bytes);
     free(c->index);
     free(c);
 }
@@ -130,7 +188,7 @@ cache_entry *cache_acquire(expert_cache *c) {
         if (!e) return NULL;
         if (c->slab) {
             e->data = c->slab + (size_t)c->slab_next++ * c->entry_bytes;
-        } else if (posix_memalign(&e->data, 4096, c->entry_bytes) != 0) {
+        } else if (!(e->data = chunk_take(c))) {
             free(e);
             return NULL;
         }
@@ -154,15 +212,11 @@ void cache_insert(expert_cache *c, cache_entry *e, int key) {
 }
 
 void cache_discard(expert_cache *c, cache_entry *e) {
-    c->used -= c->charge;
-    if (c->slab) { /* the slot goes back for the next acquire */
-        e->key = -1;
-        e->pins = 0;
-        e->next = c->spare;
-        c->spare = e;
-    } else {
-        free_entry(c, e);
-    }
+    c->used -= c->charge; /* the memory goes back for the next acquire */
+    e->key = -1;
+    e->pins = 0;
+    e->next = c->spare;
+    c->spare = e;
 }
 
 uint64_t cache_used(const expert_cache *c) { return c->used; }
