@@ -47,6 +47,7 @@ static struct {
     _Atomic(void *) ctx;
     _Atomic uint32_t n;
     int workers;         /* running worker threads (thread indices 1..workers) */
+    uint32_t start_gen;  /* gen32 when the workers were started: they wait for the next */
     pthread_t *tids;
     _Atomic int want;    /* threads asked for (0: default) */
     long spin_ns;
@@ -107,8 +108,9 @@ static void run_items(uint32_t g, int thread) {
 static void *worker_main(void *arg) {
     const int thread = (int)(intptr_t)arg;
     in_pool = 1;
-    uint32_t seen = atomic_load(&P.gen32);
+    uint32_t seen = P.start_gen; /* written before the thread was created */
     for (;;) {
+        if (atomic_load(&P.stop)) return NULL;
         /* A stood-down thread sleeps at once: its core belongs to another process now. */
         uint32_t g = thread < atomic_load(&P.active) ? spin_while(&P.gen32, seen) : atomic_load(&P.gen32);
         if (g == seen) {
@@ -137,6 +139,7 @@ static void stop_workers(void) {
 
 /* Starts the workers for `threads` threads in all (fewer if the OS refuses threads). */
 static void start_workers(int threads) {
+    P.start_gen = atomic_load(&P.gen32);
     P.tids = malloc((size_t)(threads - 1) * sizeof *P.tids);
     if (!P.tids) return;
     for (int i = 1; i < threads; i++) {

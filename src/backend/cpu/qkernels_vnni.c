@@ -431,7 +431,7 @@ static int usable(int kind, int T, int cols, int bits, int group) {
 }
 
 size_t fm_qint_act_bytes(int kind, int T, int cols, int bits, int group) {
-    if (!usable(kind, T, cols, bits, group)) return 0;
+    if (!usable(kind, T, cols, bits, group) || T >= FM_QINT_TILE_MIN) return 0;
     const shape sh = make_shape(kernels_of(kind)->cw, 1, cols, bits, group);
     return tokens_bytes(&sh, T) + align64(sh.np);
 }
@@ -530,7 +530,7 @@ int fm_qint_matmul(int kind, float *y, const float *x, int T, const uint32_t *q,
                  .scales = scales, .biases = biases};
     const shape *sh = &p.sh;
     const int ng = sh->ng, cw = K->cw;
-    const int prefill = T >= 8;
+    const int prefill = T >= FM_QINT_TILE_MIN;
     const int threads = pool_threads();
     const int ntv = (T + cw - 1) / cw;
     const int planes = K->ub_planes[bits];

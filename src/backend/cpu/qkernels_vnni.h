@@ -20,6 +20,10 @@
 
 enum { FM_QINT_VNNI, FM_QINT_AVXVNNI, FM_QINT_AVX2, FM_QINT_KINDS };
 
+/* From this many tokens on, fm_qint_matmul uses the prefill (tile) kernels;
+ * below, the row kernels (as fm_qint_act_rows). */
+#define FM_QINT_TILE_MIN 8
+
 /* 1 if this build has integer path `kind` and the CPU can run it. */
 int fm_qint_supported(int kind);
 
@@ -33,9 +37,9 @@ int fm_qint_matmul(int kind, float *y, const float *x, int T, const uint32_t *q,
 /* Activations of T tokens quantized once for several products with matrices
  * of one format (cols, bits, group) on path `kind`, then rows of each:
  * fm_qint_act_bytes is the size of the buffer (0: not possible here, use
- * fm_qint_matmul), fm_qint_act_prepare fills it (64-byte aligned), and
+ * fm_qint_matmul; always for T ≥ FM_QINT_TILE_MIN), fm_qint_act_prepare fills it (64-byte aligned), and
  * fm_qint_act_rows computes y[t, r] for r in [r0, r1) and every token, exactly
- * as fm_qint_matmul does for T < 8. */
+ * as fm_qint_matmul does below FM_QINT_TILE_MIN tokens. */
 size_t fm_qint_act_bytes(int kind, int T, int cols, int bits, int group);
 void fm_qint_act_prepare(int kind, void *act, const float *x, int T, int cols, int bits, int group);
 void fm_qint_act_rows(int kind, const void *act, int T, float *y, int r0, int r1, const uint32_t *q,
