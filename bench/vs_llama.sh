@@ -10,6 +10,7 @@
 #            llama-bench -p 0 -n 16 vs bench_stream -n 16, caches dropped before each run
 #   prefill  prompt of 64 tokens from a cold page cache: llama-bench -p 64 -n 0 vs
 #            bench_stream -p 64 -n 1
+#   ram-prefill  prompt of 64 tokens in RAM: llama-bench -p 64 -n 0 vs bench_stream --preload -p 64 -n 1
 #   busy     decode in RAM with one CPU-bound process running (yes > /dev/null):
 #            llama-bench -t 2, flashmoe with its default threads and with -t 1
 # THREADS (2) sets -t; EXTRA adds options to bench_stream (e.g. "--memory-budget 5G").
@@ -33,7 +34,7 @@ L=() F=() F1=()
 busy_pid=
 trap '[ -n "$busy_pid" ] && kill $busy_pid 2>/dev/null || true' EXIT
 case $CASE in
-ram | busy) cat "$GGUF" >/dev/null ;;
+ram | ram-prefill | busy) cat "$GGUF" >/dev/null ;;
 cold | prefill) ;;
 *) echo "vs_llama: unknown case $CASE" >&2; exit 2 ;;
 esac
@@ -47,6 +48,10 @@ for i in $(seq "$RUNS"); do
         l=$("$LLAMA" -m "$GGUF" -p 0 -n 32 -t "$THREADS" | llama_tps)
         f=$("$B" -m "$FM" --preload -n 32 --no-drop --raw-gb 1 --backend cpu $([ "$CASE" = ram ] && echo "-t $THREADS") $EXTRA | fm_decode)
         [ "$CASE" = busy ] && F1+=("$("$B" -m "$FM" --preload -n 32 --no-drop --raw-gb 1 --backend cpu -t 1 $EXTRA | fm_decode)")
+        ;;
+    ram-prefill)
+        l=$("$LLAMA" -m "$GGUF" -p 64 -n 0 -t "$THREADS" | llama_tps)
+        f=$("$B" -m "$FM" --preload -p 64 -n 1 --no-drop --raw-gb 1 --backend cpu -t "$THREADS" $EXTRA | fm_prefill)
         ;;
     cold)
         drop

@@ -364,6 +364,13 @@ fm_status store_begin_held(fm_store *s, int layer, const int *ids, int n) {
 
 int store_batch_all_hits(const fm_store *s) { return s->n_todo == 0; }
 
+int store_all_cached(const fm_store *s, int layer, const int *ids, int n) {
+    if (!s->cache || layer < 0 || layer >= s->n_layers) return 0;
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= s->n_experts || !cache_find(s->cache, layer * s->n_experts + ids[i])) return 0;
+    return 1;
+}
+
 fm_status store_begin(fm_store *s, int layer, const int *ids, int n) {
     if (!s) return fm_error(FM_ERR_ARGUMENT, "expert store: no store");
     if (s->active) abandon(s);

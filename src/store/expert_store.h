@@ -81,6 +81,8 @@ fm_status store_begin_held(fm_store *s, int layer, const int *ids, int n);
 int store_hold_max(const fm_store *s);
 /* 1 when every expert of the last batch begun was in the RAM cache (no read). */
 int store_batch_all_hits(const fm_store *s);
+/* 1 when experts ids[0..n) of layer are all in the RAM cache now (no change to it). */
+int store_all_cached(const fm_store *s, int layer, const int *ids, int n);
 
 /* The next fetched expert of the batch, in completion order: *slot is its index
  * in ids and *data its expert_bytes bytes (64-byte aligned). *slot is -1 once

@@ -191,6 +191,51 @@ TV static AINL float row_vnni(const shape *sh, const uint32_t *q, const uint16_t
     return _mm512_reduce_add_ps(_mm512_add_ps(f0, f1)) + _mm512_reduce_add_ps(fb);
 }
 
+/* As row_vnni for nt ≤ 4 tokens at once: each chunk of codes is loaded and
+ * unpacked once for all of them. Every token goes through row_vnni's
+ * operations in row_vnni's order, so each result is bit-identical to it.
+ * sf: scratch of 4·(ng + 16) floats. */
+TV static AINL void rows4_vnni(const shape *sh, const uint32_t *q, const uint16_t *s16, const uint16_t *b16,
+                               const int8_t *const xp[4], const float *const dx[4], const float *const cs[4],
+                               const float *const sx[4], float *sf, float y[4], const int nt, const int bits) {
+    const int nk = 8 / bits, cpw = 32 / bits, ng = sh->ng, G = sh->group, wpr = sh->wpr;
+    const size_t sfn = (size_t)ng + 16;
+    __m512 fb[4];
+    for (int j = 0; j < nt; j++) fb[j] = _mm512_setzero_ps();
+    for (int g = 0; g < ng; g += 16) {
+        const int n = ng - g < 16 ? ng - g : 16;
+        const __mmask16 mk = (__mmask16)(n >= 16 ? 0xffffu : (1u << n) - 1u);
+        const __m512 s = bf16x16(s16 + g, n), b = bf16x16(b16 + g, n);
+        for (int j = 0; j < nt; j++) {
+            _mm512_storeu_ps(sf + j * sfn + g, _mm512_mul_ps(s, _mm512_maskz_loadu_ps(mk, dx[j] + g)));
+            fb[j] = _mm512_fmadd_ps(s, _mm512_maskz_loadu_ps(mk, cs[j] + g), fb[j]);
+            fb[j] = _mm512_fmadd_ps(b, _mm512_maskz_loadu_ps(mk, sx[j] + g), fb[j]);
+        }
+    }
+    for (int j = 0; j < nt; j++) _mm512_storeu_ps(sf + j * sfn + ng, _mm512_setzero_ps());
+    int idx[16];
+    for (int l = 0; l < 16; l++) idx[l] = l * cpw / G;
+    const __m512i lg = _mm512_loadu_si512(idx);
+    const __m512i cm = _mm512_set1_epi8((char)((1 << bits) - 1));
+    __m512 f0[4], f1[4];
+    for (int j = 0; j < nt; j++) f0[j] = f1[j] = _mm512_setzero_ps();
+    for (int w = 0, ch = 0; w < wpr; w += 16, ch++) {
+        _mm_prefetch((const char *)(q + w) + QV_PREFETCH, _MM_HINT_T0);
+        const __m512i v = words16(q + w, wpr - w);
+        __m512i c[4];
+        for (int k = 0; k < nk; k++) c[k] = bits == 8 ? v : _mm512_and_si512(k ? _mm512_srli_epi32(v, k * bits) : v, cm);
+        const size_t xo = (size_t)ch * 64 * nk, so = (size_t)(w * cpw / G);
+        for (int j = 0; j < nt; j++) {
+            __m512i ia = _mm512_setzero_si512();
+            for (int k = 0; k < nk; k++) ia = _mm512_dpbusd_epi32(ia, c[k], _mm512_loadu_si512(xp[j] + xo + 64 * k));
+            const __m512 sc = _mm512_permutexvar_ps(lg, _mm512_loadu_ps(sf + j * sfn + so));
+            if (ch & 1) f1[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia), sc, f1[j]);
+            else f0[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia), sc, f0[j]);
+        }
+    }
+    for (int j = 0; j < nt; j++) y[j] = _mm512_reduce_add_ps(_mm512_add_ps(f0[j], f1[j])) + _mm512_reduce_add_ps(fb[j]);
+}
+
 /* ---- prefill: 4 rows × all tokens --------------------------------------- */
 
 /* Row r of the block unpacked into P order (8-bit rows are already). */
@@ -306,8 +351,22 @@ ROW_FN(2)
 ROW_FN(4)
 ROW_FN(8)
 
+/* rows4_vnni for 2, 3 and 4 tokens (constants, so its token loops unroll). */
+#define ROWS4_FN(B)                                                                                                 \
+    TV static void rows4_vnni_##B(const shape *sh, const uint32_t *q, const uint16_t *s16, const uint16_t *b16,     \
+                                  const int8_t *const xp[4], const float *const dx[4], const float *const cs[4],    \
+                                  const float *const sx[4], int nt, float *sf, float y[4]) {                        \
+        if (nt == 2) rows4_vnni(sh, q, s16, b16, xp, dx, cs, sx, sf, y, 2, B);                                      \
+        else if (nt == 3) rows4_vnni(sh, q, s16, b16, xp, dx, cs, sx, sf, y, 3, B);                                 \
+        else rows4_vnni(sh, q, s16, b16, xp, dx, cs, sx, sf, y, 4, B);                                              \
+    }
+ROWS4_FN(2)
+ROWS4_FN(4)
+ROWS4_FN(8)
+
 static const fm_qint_kernels kernels_vnni = {
     .cw = 16,
+    .rows4 = {[2] = rows4_vnni_2, [4] = rows4_vnni_4, [8] = rows4_vnni_8},
     .ub_planes = {[2] = 1, [4] = 1, [8] = 0},
     .row = {[2] = row_vnni_2, [4] = row_vnni_4, [8] = row_vnni_8},
     .unpack = {[2] = unpack_row_2, [4] = unpack_row_4, [8] = unpack_row_8}, /* [8]: unused */
@@ -411,23 +470,45 @@ static void prepare_token(const shape *sh, const tokens *tk, const float *x_t, i
     permute_token(sh, xn, tk->xp + (size_t)t * sh->np);
 }
 
-/* y[t, r] for rows [r0, r1) and all T tokens with the row kernel; sf: ng + 16 floats. */
+/* y[t, r] for rows [r0, r1) and all T tokens with the row kernel (up to 4
+ * tokens per pass over a row where the kernels have rows4); sf: SF_FLOATS(ng). */
 static void rows_tokens(const fm_qint_kernels *K, const shape *sh, const tokens *tk, int T, float *y, int r0, int r1,
                         const uint32_t *q, const uint16_t *scales, const uint16_t *biases, float *sf) {
     const fm_qint_row_fn row = K->row[sh->bits];
+    const fm_qint_rows4_fn rows4 = K->rows4[sh->bits];
     const size_t wpr = (size_t)sh->wpr, ng = (size_t)sh->ng;
-    for (int r = r0; r < r1; r++)
-        for (int t = 0; t < T; t++)
-            y[(size_t)t * sh->rows + r] = row(sh, q + (size_t)r * wpr, scales + (size_t)r * ng, biases + (size_t)r * ng,
-                                              tk->xp + (size_t)t * sh->np, tk->dx + (size_t)t * ng,
-                                              tk->cs + (size_t)t * ng, tk->sx + (size_t)t * ng, sf);
+    for (int r = r0; r < r1; r++) {
+        const uint32_t *qr = q + (size_t)r * wpr;
+        const uint16_t *sr = scales + (size_t)r * ng, *br = biases + (size_t)r * ng;
+        for (int t = 0; t < T;) {
+            const int nt = rows4 && T - t > 1 ? (T - t < 4 ? T - t : 4) : 1;
+            if (nt == 1) {
+                y[(size_t)t * sh->rows + r] = row(sh, qr, sr, br, tk->xp + (size_t)t * sh->np, tk->dx + (size_t)t * ng,
+                                                  tk->cs + (size_t)t * ng, tk->sx + (size_t)t * ng, sf);
+            } else {
+                const int8_t *xp[4];
+                const float *dx[4], *cs[4], *sx[4];
+                float out[4];
+                for (int j = 0; j < nt; j++) {
+                    xp[j] = tk->xp + (size_t)(t + j) * sh->np;
+                    dx[j] = tk->dx + (size_t)(t + j) * ng;
+                    cs[j] = tk->cs + (size_t)(t + j) * ng;
+                    sx[j] = tk->sx + (size_t)(t + j) * ng;
+                }
+                rows4(sh, qr, sr, br, xp, dx, cs, sx, nt, sf, out);
+                for (int j = 0; j < nt; j++) y[(size_t)(t + j) * sh->rows + r] = out[j];
+            }
+            t += nt;
+        }
+    }
 }
 
-#define SF_STACK 4112 /* scale scratch of the row kernels, on the stack: up to 4096 groups a row */
+#define SF_MAX_GROUPS 4096 /* groups a row for the row kernels (their scale scratch lives on the stack) */
+#define SF_FLOATS(ng) (4 * ((size_t)(ng) + 16))
 
 static int usable(int kind, int T, int cols, int bits, int group) {
     return fm_qint_supported(kind) && (bits == 2 || bits == 4 || bits == 8) && T >= 1 && group > 0 &&
-           cols / group + 16 <= SF_STACK;
+           cols / group <= SF_MAX_GROUPS;
 }
 
 size_t fm_qint_act_bytes(int kind, int T, int cols, int bits, int group) {
@@ -449,7 +530,7 @@ void fm_qint_act_rows(int kind, const void *act, int T, float *y, int r0, int r1
     const fm_qint_kernels *K = kernels_of(kind);
     const shape sh = make_shape(K->cw, rows, cols, bits, group);
     const tokens tk = tokens_at(&sh, (void *)act, T);
-    float sf[SF_STACK];
+    float sf[SF_FLOATS(SF_MAX_GROUPS)];
     rows_tokens(K, &sh, &tk, T, y, r0, r1, q, scales, biases, sf);
 }
 
@@ -537,7 +618,7 @@ int fm_qint_matmul(int kind, float *y, const float *x, int T, const uint32_t *q,
 
     /* One allocation: tokens, per-thread scratch, prefill layout. */
     p.sz_xn = align64(sh->np);
-    p.sz_sf = align64(((size_t)4 * ng + 16) * sizeof(float));
+    p.sz_sf = align64(SF_FLOATS(ng) * sizeof(float));
     const size_t sz_ub = prefill ? align64((size_t)4 * planes * sh->np) : 0;
     p.per_thread = p.sz_xn + 2 * p.sz_sf + sz_ub;
     const size_t sz_tk = tokens_bytes(sh, T);

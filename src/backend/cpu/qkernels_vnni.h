@@ -69,6 +69,11 @@ typedef struct {
  * dx, cs, sx per group); sf: scratch of ng + 16 floats. */
 typedef float (*fm_qint_row_fn)(const fm_qint_shape *sh, const uint32_t *q, const uint16_t *s16, const uint16_t *b16,
                                 const int8_t *xp, const float *dx, const float *cs, const float *sx, float *sf);
+/* Decode, several tokens: row_fn's result for nt (2..4) tokens at once,
+ * bit-identical to nt calls of it; sf: scratch of 4·(ng + 16) floats. */
+typedef void (*fm_qint_rows4_fn)(const fm_qint_shape *sh, const uint32_t *q, const uint16_t *s16, const uint16_t *b16,
+                                 const int8_t *const xp[4], const float *const dx[4], const float *const cs[4],
+                                 const float *const sx[4], int nt, float *sf, float y[4]);
 /* Prefill: one row into ub (ub_rows · np bytes, kernel-specific planes). */
 typedef void (*fm_qint_unpack_fn)(const fm_qint_shape *sh, const uint32_t *q, uint8_t *ub);
 /* Prefill: y[t, r + j] for j < nr ≤ 4 rows (unpacked ub[j], f32 scales sf[j·ng ..],
@@ -80,6 +85,7 @@ typedef struct {
     int cw;
     int ub_planes[9];                /* by bits: np-byte planes per unpacked row; 0: rows used as stored */
     fm_qint_row_fn row[9];           /* by bits */
+    fm_qint_rows4_fn rows4[9];       /* by bits; NULL: row for each token */
     fm_qint_unpack_fn unpack[9];     /* by bits (NULL where ub_planes is 0) */
     fm_qint_tile_fn tile[9];         /* by bits */
 } fm_qint_kernels;
