@@ -35,6 +35,7 @@
 #endif
 
 #define CLOSED 0xffffffffu
+#define LARGE_JOB 64
 #define MAX_THREADS 1024
 
 static struct {
@@ -52,7 +53,8 @@ static struct {
     _Atomic int want;    /* threads asked for (0: default) */
     long spin_ns;
     /* Sharing the CPUs (see adapt): */
-    _Atomic int active;  /* threads that take items now (1..workers+1) */
+    _Atomic int active;  /* threads that take items of small jobs now (1..workers+1) */
+    _Atomic int job_threads; /* threads that take items of the running job */
     int adapt, cpus, loadavg_fd;
     long next_sample_ns;
     double others;       /* runnable threads of other processes, smoothed */
@@ -89,7 +91,7 @@ static uint32_t spin_while(_Atomic uint32_t *addr, uint32_t value) {
 
 /* Claims and runs items of generation g until none is left. */
 static void run_items(uint32_t g, int thread) {
-    if (thread >= atomic_load(&P.active)) return; /* stood down: the CPUs are shared (adapt) */
+    if (thread >= atomic_load(&P.job_threads)) return; /* stood down: the CPUs are shared (adapt) */
     const pool_fn fn = atomic_load(&P.fn);
     void *const ctx = atomic_load(&P.ctx);
     const uint32_t n = atomic_load(&P.n);
@@ -186,10 +188,15 @@ static int others_running(void) {
 
 /* Sharing the CPUs. When other processes keep some of the CPUs busy, a thread
  * of ours that the OS deschedules in the middle of an item holds up the whole
- * product until it runs again, which costs more than its help: so every 10 ms
- * the count of other runnable threads is sampled (smoothed over ~40 ms), and
- * only as many threads take items as there are CPUs left for us (at least
- * one). FM_POOL_ADAPT=0 turns this off. */
+ * job until it runs again. For a small job that costs more than the thread's
+ * help, so every 10 ms the count of other runnable threads is sampled
+ * (smoothed over ~40 ms), and small jobs are run by only as many threads as
+ * there are CPUs left for us (at least one). Large jobs (LARGE_JOB items or
+ * more: a big matrix product) still use every thread: claiming items one at
+ * a time, the threads that run take the descheduled one's share, and waiting
+ * for its last item costs little against the job (measured: decode of a
+ * 4-layer Qwen3.5-397B-shaped model beside `yes`, 2 CPUs: both threads 14.3-15.6
+ * tok/s, one thread 12.4-14.5). FM_POOL_ADAPT=0 turns this off. */
 static void adapt(int threads) {
     const long now = now_ns();
     if (now < P.next_sample_ns) return;
@@ -199,7 +206,8 @@ static void adapt(int threads) {
     P.others = 0.75 * P.others + 0.25 * others;
     int free_cpus = P.cpus - (int)(P.others + 0.5);
     int active = threads < free_cpus ? threads : free_cpus;
-    atomic_store(&P.active, active < 1 ? 1 : active);
+    if (active < 1) active = 1;
+    atomic_store(&P.active, active);
 }
 
 int pool_active_threads(void) {
@@ -235,7 +243,9 @@ void pool_run(int n_items, pool_fn fn, void *ctx) {
     }
     if (P.adapt && P.workers) adapt(P.workers + 1);
     in_pool = 1;
-    if (P.workers == 0 || n_items == 1 || atomic_load(&P.active) == 1) {
+    const int job_threads = n_items >= LARGE_JOB ? P.workers + 1 : atomic_load(&P.active);
+    atomic_store(&P.job_threads, job_threads);
+    if (P.workers == 0 || n_items == 1 || job_threads == 1) {
         for (int i = 0; i < n_items; i++) fn(ctx, i, 0);
     } else {
         const uint32_t g = atomic_load(&P.gen32) + 1; /* only callers (under the lock) change it */

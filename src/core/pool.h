@@ -13,10 +13,11 @@
  * competing process gets the core instead of a busy wait; the caller waiting
  * for the last items does the same.
  *
- * When other processes keep CPUs busy, fewer threads take items (as many as
- * there are CPUs left, at least one; sampled every 10 ms from /proc/loadavg):
- * a thread descheduled in the middle of an item would hold up every product.
- * FM_POOL_ADAPT=0 keeps all threads working.
+ * When other processes keep CPUs busy, fewer threads take the items of small
+ * jobs (as many as there are CPUs left, at least one; sampled every 10 ms from
+ * /proc/loadavg): a thread descheduled in the middle of an item would hold up
+ * the job for longer than its help is worth. Large jobs use every thread.
+ * FM_POOL_ADAPT=0 keeps all threads working on every job.
  *
  * One pool_run at a time (calls from several threads are serialised by a
  * lock); fn must not call pool_run (a nested call runs its items inline). */
@@ -34,7 +35,7 @@ int pool_threads(void);
  * pool_run; the workers are started or stopped then. */
 void pool_set_threads(int n);
 
-/* Threads taking items now (≤ pool_threads(); fewer while the CPUs are shared). */
+/* Threads taking the items of small jobs now (≤ pool_threads(); fewer while the CPUs are shared). */
 int pool_active_threads(void);
 
 /* The default: the CPUs in this process's affinity mask (at least 1). */
