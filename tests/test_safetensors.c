@@ -180,6 +180,24 @@ static void test_valid_file(void **state) {
     assert_int_equal(unlink(path), 0);
 }
 
+/* ST_COPY_TO_RAM: the same tensors and bytes, in 2 MB-aligned anonymous memory. */
+static void test_valid_file_in_ram(void **state) {
+    (void)state;
+    char path[1024];
+    tmp_path(path, sizeof path, "valid_ram.safetensors");
+    write_st(path, valid_header, 44);
+    st_file *f = NULL;
+    assert_int_equal(st_file_open_mode(path, ST_COPY_TO_RAM, &f), FM_OK);
+    assert_int_equal((uintptr_t)f->map % (2u << 20), 0);
+    assert_true(f->map_size >= 8 + padded_len(valid_header) + 44);
+    check_valid_tensors(f, 1);
+    st_file_close(f);
+    f = NULL;
+    assert_int_equal(st_file_open_mode("/nonexistent/x.safetensors", ST_COPY_TO_RAM, &f), FM_ERR_IO);
+    assert_null(f);
+    assert_int_equal(unlink(path), 0);
+}
+
 static void test_valid_parse_from_memory(void **state) {
     (void)state;
     st_file f = {0};
@@ -615,6 +633,7 @@ static int teardown_group(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_valid_file),
+        cmocka_unit_test(test_valid_file_in_ram),
         cmocka_unit_test(test_valid_parse_from_memory),
         cmocka_unit_test(test_valid_padded_and_empty),
         cmocka_unit_test(test_missing_file),

@@ -39,7 +39,7 @@ const ckpt_entry *ckpt_find(const ckpt *c, const char *name) {
     return NULL;
 }
 
-static fm_status add_file(ckpt *c, const char *name) {
+static fm_status add_file(ckpt *c, const char *name, st_load_mode mode) {
     for (int i = 0; i < c->n_files; i++) {
         const char *base = strrchr(c->files[i]->path, '/');
         if (strcmp(base ? base + 1 : c->files[i]->path, name) == 0) return FM_OK;
@@ -52,7 +52,7 @@ static fm_status add_file(ckpt *c, const char *name) {
     st_file **files = realloc(c->files, (size_t)(c->n_files + 1) * sizeof *files);
     if (!files) return fm_error(FM_ERR_NOMEM, "out of memory");
     c->files = files;
-    fm_status st = st_file_open(path, &c->files[c->n_files]);
+    fm_status st = st_file_open_mode(path, mode, &c->files[c->n_files]);
     if (st == FM_OK) c->n_files++;
     return st;
 }
@@ -72,14 +72,14 @@ static fm_status open_sharded(ckpt *c, const char *index_path) {
             st = fm_error(FM_ERR_FORMAT, "%s: weight_map entry '%s' is not a file name", index_path, it->string);
             break;
         }
-        fm_status s = add_file(c, it->valuestring);
+        fm_status s = add_file(c, it->valuestring, ST_MAP_FILE);
         if (s != FM_OK) st = s;
     }
     cJSON_Delete(root);
     return st;
 }
 
-static fm_status open_any(const char *dir, const char *file, ckpt **out) {
+static fm_status open_any(const char *dir, const char *file, st_load_mode mode, ckpt **out) {
     *out = NULL;
     ckpt *c = calloc(1, sizeof *c);
     if (!c || !(c->dir = strdup(dir))) {
@@ -90,7 +90,7 @@ static fm_status open_any(const char *dir, const char *file, ckpt **out) {
     fm_status st;
     snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
     if (file) {
-        st = add_file(c, file);
+        st = add_file(c, file, mode);
     } else if (access(path, F_OK) == 0) {
         st = open_sharded(c, path);
     } else {
@@ -98,7 +98,7 @@ static fm_status open_any(const char *dir, const char *file, ckpt **out) {
         if (access(path, F_OK) != 0)
             st = fm_error(FM_ERR_IO, "%s: no model.safetensors or model.safetensors.index.json", dir);
         else
-            st = add_file(c, "model.safetensors");
+            st = add_file(c, "model.safetensors", ST_MAP_FILE);
     }
     if (st != FM_OK) goto fail;
     size_t n = 0;
@@ -119,9 +119,11 @@ fail:
     return st;
 }
 
-fm_status ckpt_open(const char *dir, ckpt **out) { return open_any(dir, NULL, out); }
+fm_status ckpt_open(const char *dir, ckpt **out) { return open_any(dir, NULL, ST_MAP_FILE, out); }
 
-fm_status ckpt_open_file(const char *dir, const char *name, ckpt **out) { return open_any(dir, name, out); }
+fm_status ckpt_open_file(const char *dir, const char *name, st_load_mode mode, ckpt **out) {
+    return open_any(dir, name, mode, out);
+}
 
 void ckpt_close(ckpt *c) {
     if (!c) return;

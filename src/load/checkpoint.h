@@ -20,8 +20,9 @@ typedef struct ckpt {
 } ckpt;
 
 fm_status ckpt_open(const char *dir, ckpt **out);
-/* One safetensors file `name` inside dir (a packed model's dense weights). */
-fm_status ckpt_open_file(const char *dir, const char *name, ckpt **out);
+/* One safetensors file `name` inside dir (a packed model's dense weights),
+ * mapped or copied into RAM (safetensors.h's st_load_mode). */
+fm_status ckpt_open_file(const char *dir, const char *name, st_load_mode mode, ckpt **out);
 void ckpt_close(ckpt *c); /* accepts NULL */
 
 /* NULL if absent. */

@@ -34,7 +34,14 @@ typedef struct {
 fm_status st_parse_header(const char *json, size_t len, uint64_t data_size, const char *label,
                           st_file *out);
 
-fm_status st_file_open(const char *path, st_file **out);
+/* ST_MAP_FILE maps the file (pages come and go with the page cache);
+ * ST_COPY_TO_RAM reads it into anonymous memory in 2 MB pages where the
+ * kernel allows (weights read every token: fewer TLB misses), dropping the
+ * page cache's copy. */
+typedef enum { ST_MAP_FILE, ST_COPY_TO_RAM } st_load_mode;
+
+fm_status st_file_open(const char *path, st_file **out); /* ST_MAP_FILE */
+fm_status st_file_open_mode(const char *path, st_load_mode mode, st_file **out);
 void st_file_close(st_file *file); /* accepts NULL and half-built files */
 
 const st_tensor *st_file_find(const st_file *file, const char *name);

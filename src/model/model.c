@@ -209,6 +209,18 @@ static fm_status open_expert_store(fm_model *m, const char *dir, const fm_model_
 /* CUDA when asked, or by default when a GPU is present; the default falls
  * back to the CPU when the weights do not fit in VRAM. The converter (which
  * records what it loads) never uses the GPU. */
+/* A packed model's dense weights are read every token: on the CPU backend
+ * they are copied into RAM in 2 MB pages (decode of a 4-layer Qwen3.5-397B-
+ * shaped model: 20.9-24.5 tok/s against 19.9-23.5 mapped, attention and LM
+ * head faster); with a GPU they are uploaded and the file mapping's pages
+ * can go back to the page cache. The converter (rec) maps. */
+static st_load_mode dense_mode(const fm_model_options *opt, const struct weights_record *rec) {
+    const fm_backend want = opt ? opt->backend : FM_BACKEND_AUTO;
+    if (rec || want == FM_BACKEND_CUDA) return ST_MAP_FILE;
+    char why[512];
+    return want == FM_BACKEND_CPU || cuda_device_count(why, sizeof why) == 0 ? ST_COPY_TO_RAM : ST_MAP_FILE;
+}
+
 static fm_status choose_backend(fm_model *m, const fm_model_options *opt) {
     fm_backend want = opt ? opt->backend : FM_BACKEND_AUTO;
     if (m->record || want == FM_BACKEND_CPU) return FM_OK;
@@ -247,7 +259,9 @@ fm_status model_open_recording(const char *dir, const fm_model_options *opt, str
             st = fm_error(FM_ERR_NOMEM, "out of memory");
             goto fail;
         }
-        if ((st = pack_manifest_read(dir, m->pack)) || (st = ckpt_open_file(dir, PACK_DENSE, &m->ckpt))) goto fail;
+        if ((st = pack_manifest_read(dir, m->pack)) ||
+            (st = ckpt_open_file(dir, PACK_DENSE, dense_mode(opt, rec), &m->ckpt)))
+            goto fail;
     } else if ((st = ckpt_open(dir, &m->ckpt))) {
         goto fail;
     }

@@ -123,6 +123,7 @@ static fm_status run_streamed(fm_session *s, int layer, int n, int n_ids) {
  * down projection into out[j] (cpu_matmul_many; the same arithmetic as
  * ffn_forward on each). g and u hold the concatenated hidden rows. */
 static void ffns_one_token(const fm_ffn *const *f, int nf, const float *xn, float *g, float *u, float *const *out) {
+    if (nf < 1 || nf > MAX_FUSED) return;
     cpu_product p[2 * MAX_FUSED];
     size_t at = 0;
     for (int j = 0; j < nf; j++) {
