@@ -220,26 +220,18 @@ int cli_open_with_ids(const cli_common *c, const char *ids_text, int32_t **ids, 
     return rc;
 }
 
-/* Peak resident set size in bytes (VmHWM), 0 if unknown. */
-static uint64_t peak_rss(void) {
-    FILE *f = fopen("/proc/self/status", "r");
+/* A "Key: N kB" line of a /proc file, in bytes; 0 if absent. */
+static uint64_t proc_kb(const char *path, const char *key) {
+    FILE *f = fopen(path, "r");
     if (!f) return 0;
     char line[256];
+    const size_t k = strlen(key);
     unsigned long long kb = 0;
     while (fgets(line, sizeof line, f))
-        if (sscanf(line, "VmHWM: %llu kB", &kb) == 1) break;
-    fclose(f);
-    return (uint64_t)kb * 1024;
-}
-
-/* Anonymous memory in transparent huge pages (AnonHugePages, bytes), 0 if unknown. */
-static uint64_t anon_huge_bytes(void) {
-    FILE *f = fopen("/proc/self/smaps_rollup", "r");
-    if (!f) return 0;
-    char line[256];
-    unsigned long long kb = 0;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "AnonHugePages: %llu kB", &kb) == 1) break;
+        if (!strncmp(line, key, k) && line[k] == ':') {
+            kb = strtoull(line + k + 1, NULL, 10);
+            break;
+        }
     fclose(f);
     return (uint64_t)kb * 1024;
 }
@@ -279,7 +271,8 @@ void cli_print_timing(const fm_session *s) {
             (unsigned long long)t.evals, t.eval_s, t.eval_s > 0 ? t.tokens / t.eval_s : 0.0);
     char thp[32];
     fprintf(stderr, "memory: peak RSS %.1f MB; %.1f MB of anonymous memory in 2 MB pages (transparent huge pages: %s)\n",
-            peak_rss() / 1e6, anon_huge_bytes() / 1e6, thp_setting(thp, sizeof thp));
+            proc_kb("/proc/self/status", "VmHWM") / 1e6, proc_kb("/proc/self/smaps_rollup", "AnonHugePages") / 1e6,
+            thp_setting(thp, sizeof thp));
     fprintf(stderr, "threads: %d", t.threads);
     if (t.threads_active < t.threads) fprintf(stderr, " (%d taking work: other processes keep CPUs busy)", t.threads_active);
     fputc('\n', stderr);
