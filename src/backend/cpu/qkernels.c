@@ -535,7 +535,7 @@ static int int_kind(void) {
 
 typedef struct {
     int kind; /* integer path, or -1: float path */
-    int T, cols, bits, group;
+    int T;
 } act_head;
 
 /* Float paths (T = 1): sx [ng] then x in lane order [n]. */
@@ -559,7 +559,7 @@ size_t cpu_qact_bytes(int T, int cols, int bits, int group) {
 
 void cpu_qact_prepare(void *act, const float *x, int T, int cols, int bits, int group) {
     act_head *h = act;
-    *h = (act_head){.kind = int_kind(), .T = T, .cols = cols, .bits = bits, .group = group};
+    *h = (act_head){.kind = int_kind(), .T = T};
     char *body = (char *)act + ACT_HEAD;
     if (h->kind >= 0) {
         fm_qint_act_prepare(h->kind, body, x, T, cols, bits, group);
