@@ -6,7 +6,8 @@
  *     workers that wake late), and two threads calling at once
  *   - sharing the CPUs: while another process spins, fewer threads than CPUs
  *     take items; once it stops, all of them again
- *   - cpu_matmul_many equals cpu_matmul bit for bit on random data for every
+ *   - cpu_matmul_many (and cpu_matmul, one product of it) equals each product on
+ *     its own path (cpu_matmul_whole) bit for bit on random data for every
  *     weight format (f32, bf16, f16, 2/4/8-bit in groups of 32/64/128), shared
  *     and separate inputs, T = 1, 3 and 12, on every code path the CPU has;
  *     on the integer paths, a token among 3 gets exactly its result alone */
@@ -248,14 +249,14 @@ static void test_matmul_many_equals_matmul(void **state) {
         for (size_t k = 0; k < sizeof isas / sizeof isas[0]; k++) {
             if (cpu_set_isa(isas[k]) != 0) continue;
             for (int i = 0; i < NP; i++) {
-                cpu_matmul(want[i], p[i].x, T, p[i].W);
+                cpu_matmul_whole(want[i], p[i].x, T, p[i].W);
                 memset(p[i].y, 0xff, (size_t)T * W[i].rows * sizeof(float)); /* NaN: must be overwritten */
             }
             cpu_matmul_many(p, NP);
             for (int i = 0; i < NP; i++)
                 if (memcmp(p[i].y, want[i], (size_t)T * W[i].rows * sizeof(float)) != 0)
-                    fail_msg("%s T=%d product %d (%d bits, group %d, %d rows): differs from cpu_matmul", isas[k], T,
-                             i, W[i].bits, W[i].group, W[i].rows);
+                    fail_msg("%s T=%d product %d (%d bits, group %d, %d rows): differs from cpu_matmul_whole", isas[k],
+                             T, i, W[i].bits, W[i].group, W[i].rows);
             /* The integer paths' row kernels give each token the result it gets alone
              * (several tokens share a pass over the row: rows4). */
             const int integer = k >= 3;
@@ -266,8 +267,8 @@ static void test_matmul_many_equals_matmul(void **state) {
                     if (memcmp(one, p[i].y + (size_t)t * W[i].rows, (size_t)W[i].rows * sizeof(float)) != 0)
                         fail_msg("%s T=%d product %d token %d: differs from the token alone", isas[k], T, i, t);
                 }
-            /* one product, and none */
-            cpu_matmul_many(p + 5, 1);
+            /* one product (cpu_matmul), and none */
+            cpu_matmul(p[5].y, p[5].x, T, p[5].W);
             assert_memory_equal(p[5].y, want[5], (size_t)T * W[5].rows * sizeof(float));
             cpu_matmul_many(p, 0);
         }

@@ -24,6 +24,8 @@
 #ifndef FM_CORE_POOL_H
 #define FM_CORE_POOL_H
 
+#include <stddef.h>
+
 typedef void (*pool_fn)(void *ctx, int item, int thread);
 
 void pool_run(int n_items, pool_fn fn, void *ctx);
@@ -37,6 +39,14 @@ void pool_set_threads(int n);
 
 /* Threads taking the items of small jobs now (≤ pool_threads(); fewer while the CPUs are shared). */
 int pool_active_threads(void);
+
+/* Rows of a matrix per work item of a parallel product, for rows of
+ * `row_bytes` bytes of weights: about 128 KB of weights an item (enough work
+ * to amortise claiming it, small enough to balance threads). */
+static inline int pool_rows_per_item(size_t row_bytes) {
+    const size_t n = ((size_t)128 << 10) / (row_bytes ? row_bytes : 1);
+    return n < 1 ? 1 : n > (size_t)1 << 30 ? 1 << 30 : (int)n;
+}
 
 /* The default: the CPUs in this process's affinity mask (at least 1). */
 int pool_default_threads(void);

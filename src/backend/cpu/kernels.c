@@ -66,10 +66,9 @@ float cpu_dot_row(const fm_mat *W, int row, const float *x) {
 }
 
 int cpu_rows_per_item(const fm_mat *W) {
-    if (W->bits) return cpu_qrows_per_item(W);
-    const size_t row_bytes = (size_t)W->cols * fm_dtype_size(W->dtype);
-    const int n = (int)((128u << 10) / (row_bytes ? row_bytes : 1));
-    return n < 1 ? 1 : n;
+    const size_t row_bytes = W->bits ? (size_t)W->cols * (size_t)W->bits / 8 + (size_t)(W->cols / W->group) * 4
+                                     : (size_t)W->cols * fm_dtype_size(W->dtype);
+    return pool_rows_per_item(row_bytes);
 }
 
 typedef struct {
@@ -103,6 +102,11 @@ static void item_matmul(void *arg, int i, int thread) {
 }
 
 void cpu_matmul(float *y, const float *x, int T, const fm_mat *W) {
+    const cpu_product p = {y, x, W, T};
+    cpu_matmul_many(&p, 1);
+}
+
+void cpu_matmul_whole(float *y, const float *x, int T, const fm_mat *W) {
     if (W->bits) {
         cpu_qmatmul(y, x, T, W);
         return;

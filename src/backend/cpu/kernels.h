@@ -11,15 +11,19 @@
 
 #include <math.h>
 
-/* y[T, W.rows] = x[T, W.cols] · Wᵀ */
+/* y[T, W.rows] = x[T, W.cols] · Wᵀ (cpu_matmul_many of one product: a
+ * product of few tokens reuses the scratch of earlier ones, no allocation). */
 void cpu_matmul(float *y, const float *x, int T, const fm_mat *W);
+/* The same product on its own path, which cpu_matmul_many takes for what it
+ * does not split into shared row blocks (many tokens, or no scratch). */
+void cpu_matmul_whole(float *y, const float *x, int T, const fm_mat *W);
 /* Several products in one parallel pass: y = x · Wᵀ for each (x [T, W.cols],
  * y [T, W.rows]). Products of one token (and, on the integer paths, of fewer
  * than 8) are split into blocks of rows that all threads take from one list,
  * and inputs shared by several products (the same x, T and quantized format)
  * are prepared (quantized, reordered) once; no memory is allocated once the
- * scratch has grown to the largest call. Others run one after the other as
- * cpu_matmul. Results are exactly cpu_matmul's. */
+ * scratch has grown to the largest call. Others run one after the other
+ * (cpu_matmul_whole). Results equal cpu_matmul_whole's bit for bit. */
 typedef struct {
     float *y;
     const float *x;

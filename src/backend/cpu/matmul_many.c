@@ -59,7 +59,7 @@ static void item_many(void *arg, int item, int thread) {
     }
 }
 
-/* Bytes of p's prepared input, 0 when it runs as a whole cpu_matmul. */
+/* Bytes of p's prepared input, 0 when it runs on its own (cpu_matmul_whole). */
 static size_t act_bytes(const cpu_product *p) {
     if (!p->W->bits) return 0;
     return cpu_qact_bytes(p->T, p->W->cols, p->W->bits, p->W->group);
@@ -124,7 +124,7 @@ void cpu_matmul_many(const cpu_product *p, int n) {
             k++;
             continue;
         }
-        cpu_matmul(p[i].y, p[i].x, p[i].T, p[i].W);
+        cpu_matmul_whole(p[i].y, p[i].x, p[i].T, p[i].W);
     }
     pthread_mutex_unlock(&S.lock);
 }

@@ -610,12 +610,6 @@ static void item_act_rows(void *arg, int i, int thread) {
     cpu_qact_rows(j->y, j->W, r0, r1, j->act);
 }
 
-int cpu_qrows_per_item(const fm_mat *W) {
-    const size_t row_bytes = (size_t)W->cols * (size_t)W->bits / 8 + (size_t)(W->cols / W->group) * 4;
-    const int n = (int)((128u << 10) / (row_bytes ? row_bytes : 1));
-    return n < 1 ? 1 : n;
-}
-
 typedef struct {
     const isa_ops *ops;
     const qview *v;
@@ -650,7 +644,7 @@ void cpu_qmatmul(float *y, const float *x, int T, const fm_mat *W) {
             return;
         }
         cpu_qact_prepare(act, x, 1, v.cols, v.bits, v.group);
-        rows_job j = {.W = W, .act = act, .y = y, .rows_per_item = cpu_qrows_per_item(W)};
+        rows_job j = {.W = W, .act = act, .y = y, .rows_per_item = pool_rows_per_item((size_t)v.wpr * 4 + (size_t)v.ng * 4)};
         pool_run((v.rows + j.rows_per_item - 1) / j.rows_per_item, item_act_rows, &j);
         free(act);
         return;

@@ -52,8 +52,6 @@ void cpu_qmatmul(float *y, const float *x, int T, const fm_mat *W);
 size_t cpu_qact_bytes(int T, int cols, int bits, int group);
 void cpu_qact_prepare(void *act, const float *x, int T, int cols, int bits, int group);
 void cpu_qact_rows(float *y, const fm_mat *W, int r0, int r1, const void *act);
-/* Rows of W per work item of a parallel product (about 128 KB of weights). */
-int cpu_qrows_per_item(const fm_mat *W);
 
 /* Σ_j x[j] · W[row, j] for a quantized W (plain C float path, any ISA). */
 float cpu_qdot_row(const fm_mat *W, int row, const float *x);

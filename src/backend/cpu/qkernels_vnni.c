@@ -596,13 +596,6 @@ static void item_tile(void *arg, int blk, int thread) {
     p->K->tile[sh->bits](sh, ubs, nr, sf, bf, &p->tv, p->T, p->y, r);
 }
 
-/* Rows per work item of a decode product: about 128 KB of weights. */
-static int rows_per_item(const shape *sh) {
-    const size_t row_bytes = (size_t)sh->wpr * 4 + (size_t)sh->ng * 4;
-    const int n = (int)((128u << 10) / (row_bytes ? row_bytes : 1));
-    return n < 1 ? 1 : n;
-}
-
 int fm_qint_matmul(int kind, float *y, const float *x, int T, const uint32_t *q, const uint16_t *scales,
                    const uint16_t *biases, int rows, int cols, int bits, int group) {
     if (!usable(kind, T, cols, bits, group)) return -1;
@@ -631,7 +624,7 @@ int fm_qint_matmul(int kind, float *y, const float *x, int T, const uint32_t *q,
     for (int i = 0; i < threads; i++) memset(p.thr + (size_t)i * p.per_thread + cols, 0, sh->np - (size_t)cols);
     pool_run(T, item_quantize, &p);
     if (!prefill) {
-        p.rows_per_item = rows_per_item(sh);
+        p.rows_per_item = pool_rows_per_item((size_t)sh->wpr * 4 + (size_t)sh->ng * 4); /* codes, scales, biases */
         pool_run((rows + p.rows_per_item - 1) / p.rows_per_item, item_rows, &p);
     } else {
         char *v = p.thr + (size_t)threads * p.per_thread;
