@@ -123,8 +123,8 @@ static fm_status run_streamed(fm_session *s, int layer, int n, int n_ids) {
  * down projection into out[j] (cpu_matmul_many; the same arithmetic as
  * ffn_forward on each). g and u hold the concatenated hidden rows. */
 static void ffns_one_token(const fm_ffn *const *f, int nf, const float *xn, float *g, float *u, float *const *out) {
+    cpu_product p[2 * MAX_FUSED] = {{0}}; /* zeroed: GCC -O2 cannot see that nf ≥ 1 fills what is read */
     if (nf < 1 || nf > MAX_FUSED) return;
-    cpu_product p[2 * MAX_FUSED];
     size_t at = 0;
     for (int j = 0; j < nf; j++) {
         p[2 * j] = (cpu_product){g + at, xn, &f[j]->gate, 1};
@@ -141,11 +141,16 @@ static void ffns_one_token(const fm_ffn *const *f, int nf, const float *xn, floa
     cpu_matmul_many(p, nf);
 }
 
+/* Hidden width of the layer's routed experts. */
+static size_t expert_width(const fm_model *m, const fm_layer *l) {
+    return m->pack ? (size_t)m->pack->layout.ffn : (size_t)l->experts[0].gate.rows;
+}
+
 /* Whether the fused pass fits this layer's experts (count and scratch). */
 static int fused_fits(const fm_session *s, const fm_layer *l, int n_ids) {
     const fm_model *m = s->model;
     if (n_ids + 1 > MAX_FUSED || (m->store && n_ids > store_hold_max(m->store))) return 0;
-    const size_t F = m->pack ? (size_t)m->pack->layout.ffn : (size_t)l->experts[0].gate.rows;
+    const size_t F = expert_width(m, l);
     const size_t Fs = m->cfg.has_shared_expert ? (size_t)l->shared.gate.rows : 0;
     return (size_t)n_ids * F + Fs <= s->big_size;
 }
@@ -206,7 +211,7 @@ static fm_status moe_tokens_fused(fm_session *s, int layer, int n_ids) {
     const fm_layer *l = &m->layers[layer];
     fm_scratch *w = &s->scratch;
     const int H = m->cfg.hidden_size;
-    const size_t F = m->pack ? (size_t)m->pack->layout.ffn : (size_t)l->experts[0].gate.rows;
+    const size_t F = expert_width(m, l);
     const int max_wave = m->store ? (store_hold_max(m->store) < MAX_FUSED ? store_hold_max(m->store) : MAX_FUSED) : MAX_FUSED;
     fm_ffn views[MAX_FUSED];
     cpu_product p[2 * MAX_FUSED];
