@@ -7,6 +7,9 @@
  *   - hit counts: a repeated batch with a big budget is all hits; the budget
  *     holds (cache_used ≤ cache_bytes); OS mode never hits
  *   - the eviction policy keeps an expert used often over experts used once
+ *   - paced growth: entries spanning many chunks never share memory, the cache
+ *     reaches its budget as the helper prepares chunks, grows at once when
+ *     every entry is pinned, and eagerly when asked
  *   - preload: everything read once, then all hits; a too-small budget refused
  *   - held batches: all experts of a batch stay valid together; all-hit batches
  *     are recognised; more than the buffers is refused
@@ -282,6 +285,67 @@ static void test_policy_keeps_frequent(void **state) {
         assert_true(store_get_stats(s).cache_used <= 4 * STRIDE);
         store_close(s);
     }
+}
+
+/* Each live entry holds its key's pattern: no two share memory. */
+static void stamp(cache_entry *e, int key) { memset(e->data, key & 0xff, 4096); }
+static void check_stamps(expert_cache *c, int n_keys) {
+    for (int k = 0; k < n_keys; k++) {
+        cache_entry *e = cache_find(c, k);
+        if (!e) continue;
+        const unsigned char *d = e->data;
+        for (int i = 0; i < 4096; i += 511)
+            if (d[i] != (k & 0xff)) fail_msg("entry of key %d overwritten (byte %d is %d)", k, i, d[i]);
+    }
+}
+
+/* 64 entries of 4 KB in chunks of 8: memory across 8 chunks, most of them
+ * prepared by the helper while the test keeps missing. */
+static void test_paced_growth(void **state) {
+    (void)state;
+    enum { KEYS = 1000, BUDGET = 64, PINNED = 12 };
+    expert_cache *c = cache_create(KEYS, 4096, 4096, BUDGET * 4096);
+    assert_non_null(c);
+    cache_set_chunk_bytes(c, 8 * 4096);
+    cache_entry *e[PINNED];
+    for (int i = 0; i < PINNED; i++) { /* all pinned: no victim, so it grows now */
+        assert_non_null(e[i] = cache_acquire(c));
+        stamp(e[i], i);
+    }
+    for (int i = 0; i < PINNED; i++) {
+        cache_insert(c, e[i], i);
+        e[i]->pins--;
+    }
+    assert_int_equal(cache_used(c), (uint64_t)PINNED * 4096);
+    check_stamps(c, KEYS);
+    int key = PINNED;
+    for (int tries = 0; cache_used(c) < BUDGET * 4096 && tries < 20000; tries++, key = PINNED + (key + 1 - PINNED) % (KEYS - PINNED)) {
+        if (cache_find(c, key)) continue;
+        cache_entry *n = cache_acquire(c);
+        assert_non_null(n);
+        stamp(n, key);
+        cache_insert(c, n, key);
+        n->pins--;
+        usleep(500);
+    }
+    assert_int_equal(cache_used(c), (uint64_t)BUDGET * 4096); /* reached the budget */
+    check_stamps(c, KEYS);
+    cache_destroy(c);
+
+    /* Eager: the budget fills without evicting anything. */
+    c = cache_create(KEYS, 4096, 4096, BUDGET * 4096);
+    cache_set_chunk_bytes(c, 8 * 4096);
+    cache_set_eager(c, 1);
+    for (int k = 0; k < BUDGET; k++) {
+        cache_entry *n = cache_acquire(c);
+        assert_non_null(n);
+        stamp(n, k);
+        cache_insert(c, n, k);
+        n->pins--;
+    }
+    for (int k = 0; k < BUDGET; k++) assert_non_null(cache_find(c, k));
+    check_stamps(c, KEYS);
+    cache_destroy(c);
 }
 
 /* ---- preload ------------------------------------------------------------------- */
@@ -570,6 +634,7 @@ int main(void) {
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_policy_keeps_frequent),
         cmocka_unit_test(test_slab_slots),
+        cmocka_unit_test(test_paced_growth),
         cmocka_unit_test(test_preload),
         cmocka_unit_test(test_held_batches),
         cmocka_unit_test(test_truncated_file),

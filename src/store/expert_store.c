@@ -498,6 +498,7 @@ fm_status store_preload(fm_store *s) {
     if (!all) return fm_error(FM_ERR_NOMEM, "expert store: out of memory");
     for (int e = 0; e < s->n_experts; e++) all[e] = e;
     fm_status st = FM_OK;
+    cache_set_eager(s->cache, 1); /* everything is wanted: no pacing */
     for (int l = 0; l < s->n_layers && st == FM_OK; l++) {
         if (!s->paths[l]) continue;
         st = store_begin(s, l, all, s->n_experts);
@@ -506,6 +507,7 @@ fm_status store_preload(fm_store *s) {
         while (st == FM_OK && (st = store_next(s, &slot, &data)) == FM_OK && slot >= 0) {
         }
     }
+    cache_set_eager(s->cache, 0);
     free(all);
     /* The callers' counters are theirs: preload adds only reads. */
     s->stats.fetches = keep.fetches;
