@@ -4,8 +4,10 @@
 # alternating runs, medians and their ratio.
 #   LLAMA=path/llama-bench GGUF=L.gguf FM=packed-dir bench/vs_llama.sh CASE [RUNS (3)]
 # CASE:
-#   ram      decode in RAM: llama-bench -p 0 -n 32 -t 2 (GGUF read once first) vs
-#            bench_stream --preload -n 32 -t 2
+#   ram      decode in RAM: llama-bench -p 0 -n 32 -t 2 (GGUF read once first; it
+#            reports the mean of 5 repetitions, 160 tokens) vs bench_stream --preload
+#            -n 160 -t 2 (the same number of tokens: this VM's speed swings within
+#            seconds, and a 32-token run of ours lasts 1.4 s)
 #   cold     decode from a cold page cache (larger than RAM): LLAMA_BENCH_NO_REPACK=1
 #            llama-bench -p 0 -n 16 vs bench_stream -n 16, caches dropped before each run
 #   prefill  prompt of 64 tokens from a cold page cache: llama-bench -p 64 -n 0 vs
@@ -46,8 +48,8 @@ for i in $(seq "$RUNS"); do
     case $CASE in
     ram | busy)
         l=$("$LLAMA" -m "$GGUF" -p 0 -n 32 -t "$THREADS" | llama_tps)
-        f=$("$B" -m "$FM" --preload -n 32 --no-drop --raw-gb 1 --backend cpu $([ "$CASE" = ram ] && echo "-t $THREADS") $EXTRA | fm_decode)
-        [ "$CASE" = busy ] && F1+=("$("$B" -m "$FM" --preload -n 32 --no-drop --raw-gb 1 --backend cpu -t 1 $EXTRA | fm_decode)")
+        f=$("$B" -m "$FM" --preload -n 160 --no-drop --raw-gb 1 --backend cpu $([ "$CASE" = ram ] && echo "-t $THREADS") $EXTRA | fm_decode)
+        [ "$CASE" = busy ] && F1+=("$("$B" -m "$FM" --preload -n 160 --no-drop --raw-gb 1 --backend cpu -t 1 $EXTRA | fm_decode)")
         ;;
     ram-prefill)
         l=$("$LLAMA" -m "$GGUF" -p 64 -n 0 -t "$THREADS" | llama_tps)
