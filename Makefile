@@ -5,6 +5,8 @@
 #   make test            whole suite: native and asan builds, models, CLI, fuzz
 #   make bench           decode benchmark on the largest bundled model
 #   make demo            the README's main job on a bundled model
+#   make install         PREFIX/bin/flashmoe and the shipped model in PREFIX/share/flashmoe
+#                        (PREFIX=/usr/local; DESTDIR for staging); make uninstall
 #   make CUDA=0          without the CUDA backend (it is built when nvcc is found)
 MODE ?= native
 BUILD := build/$(MODE)
@@ -75,7 +77,7 @@ APP_OBJ := $(APP_SRC:%.c=$(BUILD)/%.o)
 # The app's modules without main(): unit tests (tests/test_*.c) link them too.
 APP_LIB := $(BUILD)/libflashmoe_app.a
 
-.PHONY: all portable asan test bench demo clean fuzz
+.PHONY: install uninstall all portable asan test bench demo clean fuzz
 all: $(BUILD)/flashmoe $(TESTS:%=$(BUILD)/tests/%) $(BUILD)/tests/ref_tool $(BUILD)/bench/bench_decode $(BUILD)/bench/synth_model $(BUILD)/bench/bench_tokenizer $(BUILD)/bench/bench_qkernels $(BUILD)/bench/bench_expert_fetch $(BUILD)/bench/synth_packed $(BUILD)/bench/bench_stream $(BUILD)/bench/eval_assistant $(GPU_PROGS)
 
 portable:
@@ -146,6 +148,18 @@ bench: all
 
 demo: all
 	./scripts/demo.sh
+
+PREFIX ?= /usr/local
+SHIPPED_MODEL := models/assistant-q4
+install: # never builds (a different CUDA setting would rebuild everything): run make first
+	@test -x $(BUILD)/flashmoe || { echo "make install: $(BUILD)/flashmoe is not built; run make first" >&2; exit 1; }
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/flashmoe/assistant-q4/experts
+	install -m 755 $(BUILD)/flashmoe $(DESTDIR)$(PREFIX)/bin/flashmoe
+	cd $(SHIPPED_MODEL) && find . -type f -exec install -m 644 -D {} $(abspath $(DESTDIR)$(PREFIX))/share/flashmoe/assistant-q4/{} \;
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/flashmoe
+	rm -rf $(DESTDIR)$(PREFIX)/share/flashmoe
 
 clean:
 	rm -rf build

@@ -28,6 +28,17 @@ long cli_parse_count(const char *text) {
     return v;
 }
 
+int cli_count_option(const char *opt, const char *text, long min, long max, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (end == text || *end || (errno && errno != ERANGE)) return cli_fail("%s: '%s' is not a whole number", opt, text), -1;
+    if (errno == ERANGE || v > max) return cli_fail("%s: %s is too large (at most %ld)", opt, text, max), -1;
+    if (v < min) return cli_fail("%s: %s is too small (at least %ld)", opt, text, min), -1;
+    *out = v;
+    return 0;
+}
+
 const char cli_common_help[] =
     "  -t, --threads N       compute threads (default: one per core)\n"
     "  --ctx N               context limit in tokens (default: max_position_embeddings)\n"
@@ -74,8 +85,9 @@ uint64_t cli_parse_size(const char *text) {
 static int parse_expert_option(const char *a, const char *v, cli_common *c) {
     fm_model_options *m = &c->model;
     if (!strcmp(a, "--experts") || !strcmp(a, "--io-threads") || !strcmp(a, "--gpu")) {
-        long n = cli_parse_count(v);
-        if (n < 0 || (n == 0 && strcmp(a, "--gpu"))) return cli_fail("%s: '%s' is not a positive count", a, v), -1;
+        long n; /* --io-threads 0 and --gpu 0: the defaults */
+        if (cli_count_option(a, v, strcmp(a, "--experts") ? 0 : 1, !strcmp(a, "--io-threads") ? 1024 : INT_MAX, &n))
+            return -1;
         if (!strcmp(a, "--experts")) m->n_experts_per_token = (int)n;
         else if (!strcmp(a, "--gpu")) m->gpu_device = (int)n;
         else m->io_threads = (int)n;
@@ -126,10 +138,12 @@ int cli_parse_common(int argc, char **argv, int *i, cli_common *c) {
         c->model_dir = v;
         return 1;
     }
-    long n = cli_parse_count(v);
-    if (n < 0 || ((is_ctx || is_batch) && n == 0) || (is_batch && n > 4096)) {
-        cli_fail("%s: '%s' is not a valid count", a, v);
-        return -1;
+    long n;
+    if (cli_count_option(a, v, is_threads ? 0 : 1, is_batch ? 4096 : INT_MAX, &n)) return -1;
+    const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    if (is_threads && cpus > 0 && n > 4 * cpus) { /* far more threads than CPUs only slows every product down */
+        fprintf(stderr, "flashmoe: %s %ld: more than 4 threads per CPU (%ld CPUs); using %ld\n", a, n, cpus, cpus);
+        n = cpus;
     }
     if (is_threads) c->n_threads = (int)n;
     else if (is_batch) c->batch = (int)n;
@@ -137,9 +151,14 @@ int cli_parse_common(int argc, char **argv, int *i, cli_common *c) {
     return 1;
 }
 
-/* The shipped model, relative to the repository the binary was built in
- * (build/MODE/flashmoe → ../../models/...): the packed form first. */
-static const char *const shipped_models[] = {"models/assistant-q4", "models/assistant"};
+/* The shipped model, looked up beside the binary: in the repository it was
+ * built in (build/MODE/flashmoe → models/NAME) or where `make install` put it
+ * (PREFIX/bin/flashmoe → PREFIX/share/flashmoe/NAME). Packed first. */
+static const char *const shipped_models[] = {"assistant-q4", "assistant"};
+static const struct {
+    int up;             /* directories above the binary */
+    const char *folder; /* where the models are from there */
+} shipped_places[] = {{3, "models"}, {2, "share/flashmoe"}};
 
 const char *cli_model_dir(const cli_common *c) {
     static char found[PATH_MAX];
@@ -151,18 +170,23 @@ const char *cli_model_dir(const cli_common *c) {
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
     if (n <= 0) return NULL;
     exe[n] = 0;
-    for (int up = 0; up < 3; up++) { /* build/MODE/flashmoe → the repository */
-        char *slash = strrchr(exe, '/');
-        if (!slash) return NULL;
-        *slash = 0;
-    }
-    for (size_t i = 0; i < sizeof shipped_models / sizeof *shipped_models; i++) {
-        char path[PATH_MAX + 64];
-        snprintf(path, sizeof path, "%s/%s/config.json", exe, shipped_models[i]);
-        if (access(path, R_OK) == 0 && strlen(path) < sizeof found) {
-            path[strlen(path) - strlen("/config.json")] = 0;
-            memcpy(found, path, strlen(path) + 1);
-            return found;
+    for (size_t p = 0; p < sizeof shipped_places / sizeof *shipped_places; p++) {
+        char root[PATH_MAX];
+        memcpy(root, exe, (size_t)n + 1);
+        int ok = 1;
+        for (int up = 0; up < shipped_places[p].up && ok; up++) {
+            char *slash = strrchr(root, '/');
+            if (!slash) ok = 0;
+            else *slash = 0;
+        }
+        for (size_t i = 0; ok && i < sizeof shipped_models / sizeof *shipped_models; i++) {
+            char path[PATH_MAX + 64];
+            snprintf(path, sizeof path, "%s/%s/%s/config.json", root, shipped_places[p].folder, shipped_models[i]);
+            if (access(path, R_OK) == 0 && strlen(path) < sizeof found) {
+                path[strlen(path) - strlen("/config.json")] = 0;
+                memcpy(found, path, strlen(path) + 1);
+                return found;
+            }
         }
     }
     return NULL;
@@ -172,7 +196,8 @@ int cli_open_model(const cli_common *c, fm_model **model, fm_session **session) 
     *model = NULL;
     if (session) *session = NULL;
     const char *dir = cli_model_dir(c);
-    if (!dir) return cli_fail("missing -m DIR (a model directory; no shipped model found)");
+    if (!dir) return cli_fail("missing -m DIR (a model directory): no FLASHMOE_MODEL and no shipped model beside the binary "
+                                "(models/ of its repository, or PREFIX/share/flashmoe after make install)");
     fm_model_options mo = c->model;
     mo.n_threads = c->n_threads;
     if (fm_model_open(dir, &mo, model) != FM_OK) return cli_fail_lib("cannot open model");
@@ -186,7 +211,7 @@ int cli_open_model(const cli_common *c, fm_model **model, fm_session **session) 
     return 0;
 }
 
-int cli_parse_ids(const char *text, int32_t **ids, int *n) {
+int cli_parse_ids(const char *opt, const char *text, int32_t **ids, int *n) {
     *ids = NULL;
     *n = 0;
     size_t cap = 1;
@@ -200,7 +225,9 @@ int cli_parse_ids(const char *text, int32_t **ids, int *n) {
         long v = strtol(p, &end, 10);
         if (end == p || errno || v < 0 || v > INT32_MAX || (*end && *end != ',')) {
             free(out);
-            return cli_fail("--ids: '%s' is not a comma-separated list of token ids", text);
+            const int at = *n + 1;
+            return cli_fail("%s: item %d of '%s' is not a token id (a whole number from 0; ids are separated by commas)",
+                            opt, at, text);
         }
         out[(*n)++] = (int32_t)v;
         if (!*end) break;
@@ -212,7 +239,7 @@ int cli_parse_ids(const char *text, int32_t **ids, int *n) {
 
 int cli_open_with_ids(const cli_common *c, const char *ids_text, int32_t **ids, int *n, fm_model **model,
                       fm_session **session) {
-    int rc = cli_parse_ids(ids_text, ids, n);
+    int rc = cli_parse_ids("--ids", ids_text, ids, n);
     if (!rc && (rc = cli_open_model(c, model, session))) {
         free(*ids);
         *ids = NULL;

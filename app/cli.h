@@ -35,7 +35,8 @@ int cli_fail_lib(const char *what);
  * them (consuming its value), 0 if not, -1 on a bad value. */
 int cli_parse_common(int argc, char **argv, int *i, cli_common *c);
 /* The model directory: -m, else $FLASHMOE_MODEL (empty: none), else the model
- * shipped in the repository the binary was built in; NULL if none. */
+ * shipped beside the binary (its repository's models/, or PREFIX/share/flashmoe
+ * after make install); NULL if none. */
 const char *cli_model_dir(const cli_common *c);
 /* Opens the model of cli_model_dir. 0 on success, else the exit code. */
 int cli_open_model(const cli_common *c, fm_model **model, fm_session **session);
@@ -43,10 +44,14 @@ int cli_open_model(const cli_common *c, fm_model **model, fm_session **session);
  * success, else the exit code with nothing left allocated. */
 int cli_open_with_ids(const cli_common *c, const char *ids_text, int32_t **ids, int *n, fm_model **model,
                       fm_session **session);
-/* "1,2,3" → ids. 0 on success, else the exit code (message printed). */
-int cli_parse_ids(const char *text, int32_t **ids, int *n);
+/* "1,2,3" → ids, the value of option `opt`. 0 on success, else the exit code
+ * (message printed, naming opt and the first bad id). */
+int cli_parse_ids(const char *opt, const char *text, int32_t **ids, int *n);
 /* Non-negative integer option value; -1 if invalid. */
 long cli_parse_count(const char *text);
+/* An integer option value in [min, max] into *out: 0, or -1 with a message that
+ * says what is wrong (not a number, too small, too large, and the limit). */
+int cli_count_option(const char *opt, const char *text, long min, long max, long *out);
 
 int cmd_info(int argc, char **argv);
 int cmd_score(int argc, char **argv);

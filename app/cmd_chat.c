@@ -13,6 +13,7 @@
  * remembers it). */
 #include "engine.h"
 #include "markdown.h"
+#include "output_file.h"
 #include "chat_tools.h"
 #include "shell_tool.h"
 
@@ -36,6 +37,7 @@ typedef struct {
     size_t consumed_len;
     int ended_turn; /* the session ends with <|im_end|> */
     int n_refills;
+    int n_dropped; /* messages dropped to fit the context */
     engine_result last;
     int have_last;
 } chat_state;
@@ -45,6 +47,25 @@ static void add_message(cJSON *messages, const char *role, const char *content) 
     cJSON_AddStringToObject(m, "role", role);
     cJSON_AddStringToObject(m, "content", content);
     cJSON_AddItemToArray(messages, m);
+}
+
+static int has_role(cJSON *m, const char *role) {
+    const cJSON *r = cJSON_GetObjectItemCaseSensitive(m, "role");
+    return cJSON_IsString(r) && !strcmp(r->valuestring, role);
+}
+
+/* Drops the oldest exchange after the system prompt (a user message and what
+ * followed it, up to the next user message), never one of the newest `keep`
+ * messages. Returns how many messages went (0: nothing left to drop). */
+static int drop_oldest(cJSON *messages, int keep) {
+    const int n = cJSON_GetArraySize(messages);
+    int first = 0;
+    while (first < n && has_role(cJSON_GetArrayItem(messages, first), "system")) first++;
+    int end = first + 1;
+    while (end < n - keep && !has_role(cJSON_GetArrayItem(messages, end), "user")) end++;
+    if (first >= n - keep || end > n - keep) return 0;
+    for (int i = first; i < end; i++) cJSON_DeleteItemFromArray(messages, first);
+    return end - first;
 }
 
 static int append(chat_state *c, const char *s, size_t n) {
@@ -121,18 +142,12 @@ static int save_session(const chat_state *c, const char *system, const char *pat
     cJSON_AddItemToObject(root, "messages", cJSON_Duplicate(c->messages, 1));
     char *text = cJSON_Print(root);
     cJSON_Delete(root);
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = text ? fopen(tmp, "w") : NULL;
-    int ok = f && fputs(text, f) >= 0 && fputc('\n', f) != EOF;
-    ok = f && !fclose(f) && ok;
+    if (!text) return cli_fail("out of memory saving the conversation");
+    size_t n = strlen(text);
+    text[n] = '\n'; /* cJSON_Print leaves room only for its NUL: write the newline over it */
+    int rc = output_file_write(path, text, n + 1, "the conversation");
     cJSON_free(text);
-    if (!ok || rename(tmp, path)) {
-        int err = errno;
-        unlink(tmp);
-        return cli_fail("cannot save the conversation to %s: %s", path, strerror(err));
-    }
-    return 0;
+    return rc;
 }
 
 /* Reads a saved conversation: its messages (and system prompt) replace the current ones. */
@@ -179,10 +194,12 @@ static void print_stats(const chat_state *c, const engine *e) {
     }
     const engine_result *r = &c->last;
     printf("last turn: prefill %d tokens in %.3f s (%.1f tok/s), decode %d tokens in %.3f s (%.1f tok/s), "
-           "finish: %s\ncontext: %d tokens; conversation re-prefilled %d time%s\n",
+           "finish: %s\ncontext: %d of %d tokens; conversation re-prefilled %d time%s; %d oldest message%s "
+           "dropped to fit the context\n",
            r->n_prompt, r->prefill_s, r->n_prompt / (r->prefill_s > 0 ? r->prefill_s : 1e-9), r->n_generated,
            r->decode_s, r->n_generated / (r->decode_s > 0 ? r->decode_s : 1e-9), r->finish,
-           fm_session_position(e->session), c->n_refills, c->n_refills == 1 ? "" : "s");
+           fm_session_position(e->session), e->max_context, c->n_refills, c->n_refills == 1 ? "" : "s", c->n_dropped,
+           c->n_dropped == 1 ? "" : "s");
     if (e->opt_timing) {
         fflush(stdout);
         cli_print_timing(e->session);
@@ -340,7 +357,37 @@ int cmd_chat(int argc, char **argv) {
             int32_t *ids = NULL;
             int n = 0;
             if (fm_tokenizer_encode(e.tok, feed, strlen(feed), &ids, &n) != FM_OK) rc = cli_fail_lib("tokenize");
-            if (!rc) {
+            /* A full context: drop the oldest exchanges and prefill what remains, leaving a
+             * quarter of the context for the answer (or what there is, when nothing more can go). */
+            const int room = e.max_context / 4 > 0 ? e.max_context / 4 : 1;
+            int dropped = 0, skip = 0;
+            while (!rc && fm_session_position(e.session) + n + room > e.max_context) {
+                const int d = drop_oldest(c.messages, n_new);
+                if (!d) {
+                    if (fm_session_position(e.session) + n < e.max_context) break;
+                    fprintf(stderr, "flashmoe: this message (%d tokens with the system prompt) does not fit the context "
+                                    "of %d tokens; not sent (--ctx sets the context)\n",
+                            n, e.max_context);
+                    for (int k = 0; k < n_new; k++)
+                        cJSON_DeleteItemFromArray(c.messages, cJSON_GetArraySize(c.messages) - 1);
+                    skip = 1;
+                    break;
+                }
+                dropped += d;
+                forget_state(&c, &e);
+                c.n_refills++;
+                free(feed);
+                free(ids);
+                feed = NULL, ids = NULL, n = 0;
+                if ((rc = turn_text(&c, &e, &o, n_new, &feed, &refill))) break;
+                if (fm_tokenizer_encode(e.tok, feed, strlen(feed), &ids, &n) != FM_OK) rc = cli_fail_lib("tokenize");
+            }
+            if (dropped) {
+                c.n_dropped += dropped;
+                fprintf(stderr, "(the context of %d tokens is full: dropped the %d oldest message%s, %d tokens now)\n",
+                        e.max_context, dropped, dropped == 1 ? "" : "s", n);
+            }
+            if (!rc && !skip) {
                 interrupted = 0;
                 sigaction(SIGINT, &sa, &old);
                 if (c.have_last) engine_result_free(&c.last);
@@ -358,9 +405,14 @@ int cmd_chat(int argc, char **argv) {
                 sigaction(SIGINT, &old, NULL);
                 printf(interrupted ? "\n(stopped)\n" : "\n");
                 fflush(stdout);
+                if (!rc && !strcmp(c.last.finish, "context"))
+                    fprintf(stderr, "(the answer stopped: the context of %d tokens is full; the next message drops the "
+                                    "oldest ones)\n",
+                            e.max_context);
+                fflush(stdout);
             }
             n_new = 0;
-            if (!rc) {
+            if (!rc && !skip) {
                 add_message(c.messages, "assistant", c.last.text);
                 append(&c, feed, strlen(feed));
                 append(&c, c.last.text, strlen(c.last.text));

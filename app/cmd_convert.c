@@ -46,8 +46,8 @@ static void show_progress(void *user, uint64_t done, uint64_t total, const char 
 }
 
 static int parse_bits(const char *opt, const char *v, int *out) {
-    long n = cli_parse_count(v);
-    if (n <= 0) return cli_fail("%s: '%s' is not a count", opt, v);
+    long n;
+    if (cli_count_option(opt, v, 1, 1 << 20, &n)) return 1;
     *out = (int)n;
     return 0;
 }

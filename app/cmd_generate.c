@@ -1,6 +1,7 @@
 /* flashmoe generate: greedy continuation of a list of token ids. */
 #include "cli.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -33,7 +34,9 @@ int cmd_generate(int argc, char **argv) {
         if ((!strcmp(a, "--ids") || !strcmp(a, "-n")) && i + 1 >= argc) return cli_fail("%s needs a value", a);
         if (!strcmp(a, "--ids")) ids_text = argv[++i];
         else if (!strcmp(a, "-n")) {
-            if ((n_new = cli_parse_count(argv[++i])) < 0) return cli_fail("-n: '%s' is not a count", argv[i]);
+            long n;
+            if (cli_count_option("-n", argv[++i], 0, INT_MAX, &n)) return 1;
+            n_new = n;
         } else if (!strcmp(a, "--greedy")) continue;
         else if (!strcmp(a, "--stop-at-eos")) stop_at_eos = 1;
         else if (!strcmp(a, "--stats")) stats = 1;

@@ -67,6 +67,9 @@ int cmd_run(int argc, char **argv) {
     if (!rc && !(rc = engine_generate(&e, ids, n, &o, NULL, stdout, &res))) {
         printf("\n");
         fflush(stdout);
+        if (!strcmp(res.finish, "context"))
+            fprintf(stderr, "flashmoe: the answer stopped where the context of %d tokens is full (--ctx sets it)\n",
+                    e.max_context);
         if (stats)
             fprintf(stderr, "prefill: %d tokens, %.1f tok/s; decode: %d tokens, %.1f tok/s; finish: %s\n",
                     res.n_prompt, res.n_prompt / (res.prefill_s > 0 ? res.prefill_s : 1e-9), res.n_generated,

@@ -1,54 +1,25 @@
 /* flashmoe score: logits of every position as raw little-endian float32,
- * T rows of vocab_size. Written to a temporary name, then renamed, so a
- * failed run never leaves a file that looks complete. */
+ * T rows of vocab_size (output_file_write: a failed run never leaves a file
+ * that looks complete). */
 #include "cli.h"
+#include "output_file.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-static int write_atomically(const char *path, const float *data, size_t n) {
-    size_t len = strlen(path) + 32;
-    char *tmp = malloc(len);
-    if (!tmp) return cli_fail("out of memory");
-    snprintf(tmp, len, "%s.tmp.%d", path, (int)getpid());
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        int rc = cli_fail("%s: cannot create: %s", path, strerror(errno));
-        free(tmp);
-        return rc;
+/* The format is little-endian; big-endian hosts write a swapped copy. */
+static int write_logits(const char *path, const float *data, size_t n) {
+    if (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__) return output_file_write(path, data, n * sizeof *data, "logits");
+    uint32_t *le = malloc(n * sizeof *le);
+    if (!le) return cli_fail("out of memory");
+    for (size_t i = 0; i < n; i++) {
+        memcpy(&le[i], &data[i], 4);
+        le[i] = __builtin_bswap32(le[i]);
     }
-    /* The format is little-endian; convert on big-endian hosts. */
-    int ok = 1;
-    if (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__) {
-        ok = fwrite(data, sizeof *data, n, f) == n;
-    } else {
-        for (size_t i = 0; i < n && ok; i++) {
-            uint32_t v;
-            memcpy(&v, &data[i], 4);
-            v = __builtin_bswap32(v);
-            ok = fwrite(&v, 4, 1, f) == 1;
-        }
-    }
-    int err = errno;
-    if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
-        ok = 0;
-        err = errno;
-    }
-    if (fclose(f) != 0 && ok) {
-        ok = 0;
-        err = errno;
-    }
-    if (!ok || rename(tmp, path) != 0) {
-        if (ok) err = errno;
-        unlink(tmp);
-        int rc = cli_fail("%s: cannot write: %s", path, strerror(err));
-        free(tmp);
-        return rc;
-    }
-    free(tmp);
-    return 0;
+    int rc = output_file_write(path, le, n * sizeof *le, "logits");
+    free(le);
+    return rc;
 }
 
 int cmd_score(int argc, char **argv) {
@@ -83,7 +54,7 @@ int cmd_score(int argc, char **argv) {
     float *logits = malloc((size_t)n * V * sizeof *logits);
     if (!logits) rc = cli_fail("out of memory for %d x %zu logits", n, V);
     else if (fm_session_eval(s, ids, n, FM_LOGITS_ALL, logits) != FM_OK) rc = cli_fail_lib("score");
-    else rc = write_atomically(out_path, logits, (size_t)n * V);
+    else rc = write_logits(out_path, logits, (size_t)n * V);
     if (c.timing && !rc) cli_print_timing(s);
     free(logits);
     free(ids);

@@ -71,7 +71,7 @@ int cmd_serve(int argc, char **argv) {
             if (n < 0 || n > 65535) return cli_fail("--port: '%s' is not a port number", v);
             cfg.port = (int)n;
         } else if (!strcmp(a, "-n") || !strcmp(a, "--queue") || !strcmp(a, "--max-connections")) {
-            if (n < 1 || n > 1000000) return cli_fail("%s: '%s' is not a positive count", a, v);
+            if (cli_count_option(a, v, 1, 1000000, &n)) return 1;
             if (!strcmp(a, "-n")) cfg.default_max_tokens = (int)n;
             else if (!strcmp(a, "--queue")) cfg.worker.max_queue = (int)n;
             else cfg.max_connections = (int)n;

@@ -65,7 +65,7 @@ int cmd_tokenize(int argc, char **argv) {
         int n;
         char *out;
         size_t len;
-        if (!(rc = cli_parse_ids(decode, &ids, &n))) {
+        if (!(rc = cli_parse_ids("--decode", decode, &ids, &n))) {
             if (fm_tokenizer_decode(tok, ids, n, skip_special, &out, &len) != FM_OK) rc = cli_fail_lib("--decode");
             else {
                 fwrite(out, 1, len, stdout);

@@ -4,6 +4,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -38,7 +39,7 @@ const char *engine_options_help(void) {
            "  --min-p P             drop tokens below P x the most likely (0 = off)\n"
            "  --repeat-penalty R    repetition penalty (1 = off)\n"
            "  --presence-penalty P  presence penalty (default 0 = off)\n"
-           "  --seed S              random seed (default: from the clock; printed with --stats)\n"
+           "  --seed S              random seed (default: from the clock; give one to repeat a run)\n"
            "  --think | --no-think  turn the model's thinking on or off (default: the template's)\n"
            "  --system TEXT         system prompt\n"
            "  --tools FILE          tools the model may call: a JSON array of function definitions\n"
@@ -76,12 +77,12 @@ int engine_parse_option(int argc, char **argv, int *i, engine_options *o) {
     const char *v = argv[++*i];
     long n;
     if (!strcmp(a, "-n")) {
-        if ((n = cli_parse_count(v)) < 1) return cli_fail("-n: '%s' is not a positive count", v), -1;
+        if (cli_count_option("-n", v, 1, INT_MAX, &n)) return -1;
         o->max_tokens = (int)n;
         return 1;
     }
     if (!strcmp(a, "--top-k")) {
-        if ((n = cli_parse_count(v)) < 0) return cli_fail("--top-k: '%s' is not a count", v), -1;
+        if (cli_count_option("--top-k", v, 0, INT_MAX, &n)) return -1;
         o->sampling.top_k = (int)n;
         o->sampling_given |= ENGINE_SET_TOP_K;
         return 1;
@@ -137,9 +138,9 @@ int engine_open(engine *e, const engine_options *o) {
         return cli_fail("cannot open the tokenizer (%s); give one with --tokenizer PATH", fm_last_error());
     }
     if (fm_tokenizer_vocab_size(e->tok) > e->info->vocab_size) {
-        int n = fm_tokenizer_vocab_size(e->tok);
+        const int n = fm_tokenizer_vocab_size(e->tok), v = e->info->vocab_size; /* engine_close frees info */
         engine_close(e);
-        return cli_fail("the tokenizer has %d ids but the model's vocabulary only %d", n, e->info->vocab_size);
+        return cli_fail("%s: the tokenizer has %d ids but the model's vocabulary only %d", tp, n, v);
     }
     if (o->tools_path) {
         e->tools = read_small_file(o->tools_path);
@@ -280,6 +281,12 @@ int engine_generate_with(engine *e, const int32_t *prompt, int n_prompt, const g
     text[0] = 0; /* an answer may hold no text at all (EOS first, cancelled, failed) */
     for (int i = 0; i < n_prompt; i++) fm_sampler_accept(p->sampler, prompt[i]);
     int rc = 0;
+    const int used = fm_session_position(p->session);
+    if (used + n_prompt > e->max_context) {
+        snprintf(r->error, sizeof r->error, "the prompt (%d tokens) does not fit the context: %d of its %d tokens are in use",
+                 n_prompt, used, e->max_context);
+        rc = cli_fail("%s (--ctx sets the context)", r->error);
+    }
     double t0 = now_seconds();
     r->finish = "length";
     for (int done = 0; !rc && done < n_prompt;) {
@@ -302,6 +309,10 @@ int engine_generate_with(engine *e, const int32_t *prompt, int n_prompt, const g
             break;
         }
         if (r->n_generated == p->max_tokens) break;
+        if (fm_session_position(p->session) >= e->max_context) { /* a clean stop: the session stays usable */
+            r->finish = "context";
+            break;
+        }
         int32_t tok = fm_sampler_sample(p->sampler, logits);
         fm_sampler_accept(p->sampler, tok);
         r->n_generated++;

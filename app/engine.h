@@ -52,7 +52,7 @@ int engine_render(engine *e, const char *messages_json, const engine_options *o,
 typedef struct {
     int n_prompt, n_generated;
     double prefill_s, decode_s;
-    const char *finish; /* "stop" (EOS), "stop string", "length", "cancelled" */
+    const char *finish; /* "stop" (EOS), "stop string", "length" (-n), "context" (the context is full), "cancelled" */
     const char *stop_hit; /* the stop string met (one of generate_params.stop) */
     char *text;         /* everything generated, stop string excluded (malloc'd) */
     int32_t *tokens;    /* the generated tokens fed to the session, EOS included (malloc'd) */

@@ -28,6 +28,9 @@ static void usage(FILE *out) {
           "  --experts K         routed experts per token (default: the model's own)\n"
           "  --timing            per-layer time breakdown and totals on stderr\n"
           "\n"
+          "Without -m, the model is $FLASHMOE_MODEL, else the shipped assistant beside this binary\n"
+          "(models/ of the repository it was built in, or PREFIX/share/flashmoe after make install).\n"
+          "\n"
           "Run 'flashmoe COMMAND --help' for a command's options.\n",
           out);
 }

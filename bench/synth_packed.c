@@ -65,7 +65,7 @@ static void progress(const char *what, int force) {
     if (!force && t - prog.t_last < 0.5) return;
     prog.t_last = t;
     double el = t - prog.t0, rate = el > 0 ? prog.done / el : 0;
-    double eta = rate > 0 ? (prog.total - prog.done) / rate : 0;
+    double eta = rate > 0 && prog.done < prog.total ? (prog.total - prog.done) / rate : 0; /* done can pass total (padding) */
     fprintf(stderr, "\r  %-22s %7.2f / %.2f GB  %6.0f MB/s  ETA %4.0f s ", what, prog.done / 1e9, prog.total / 1e9,
             rate / 1e6, eta);
     if (force) fputc('\n', stderr);

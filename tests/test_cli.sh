@@ -66,13 +66,57 @@ expect_fail "unknown option" "unknown option '--bogus'" $FM info -m "$M" --bogus
 FLASHMOE_MODEL= expect_fail "missing -m (no default model)" "missing -m" $FM info
 expect_fail "missing model directory" "$TMP/nope" $FM info -m "$TMP/nope"
 expect_fail "missing --ids" "missing --ids" $FM generate -m "$M" -n 3
-expect_fail "bad ids" "'1,x,3' is not a comma-separated list" $FM generate -m "$M" --ids 1,x,3 -n 2 --greedy
-expect_fail "empty ids" "is not a comma-separated list" $FM generate -m "$M" --ids "" -n 2 --greedy
+expect_fail "bad ids" "--ids: item 2 of '1,x,3' is not a token id" $FM generate -m "$M" --ids 1,x,3 -n 2 --greedy
+expect_fail "empty ids" "--ids: item 1 of '' is not a token id" $FM generate -m "$M" --ids "" -n 2 --greedy
 expect_fail "token id >= vocab_size" "token id 1024 at position 1 is outside the vocabulary [0, 1024)" \
     $FM generate -m "$M" --ids 5,1024 -n 2 --greedy
-expect_fail "bad -n" "-n: 'lots' is not a count" $FM generate -m "$M" --ids 1 -n lots --greedy
+expect_fail "bad -n" "-n: 'lots' is not a whole number" $FM generate -m "$M" --ids 1 -n lots --greedy
+expect_fail "-n too large" "-n: 999999999999 is too large (at most 2147483647)" $FM run -m "$M" -p hi -n 999999999999
+expect_fail "-n 0 for run" "-n: 0 is too small (at least 1)" $FM run -m "$M" -p hi -n 0
+expect_fail "--io-threads over the limit" "--io-threads: 5000 is too large (at most 1024)" $FM info -m "$M" --io-threads 5000
+if out=$($FM info -m "$M" --io-threads 0 2>&1); then ok "--io-threads 0 is the default"; else not_ok "--io-threads 0" "$out"; fi
+if err=$($FM generate -m "$M" --ids 1,2 -n 1 --greedy -t 100000 2>&1 >/dev/null) && grep -q "more than 4 threads per CPU" <<<"$err"; then
+    ok "-t far above the CPUs: a warning and the CPU count"
+else
+    not_ok "-t 100000" "$err"
+fi
 expect_fail "context limit" "exceed the context limit of 4 tokens" $FM generate -m "$M" --ids 1,2,3,4,5 -n 1 --ctx 4
-expect_fail "bad --threads" "--threads: 'x' is not a valid count" $FM info -m "$M" --threads x
+expect_fail "bad --threads" "--threads: 'x' is not a whole number" $FM info -m "$M" --threads x
+mkdir -p "$TMP/halfdone" && cp "$M/config.json" "$TMP/halfdone/" && echo '{}' >"$TMP/halfdone/.convert-state.json"
+expect_fail "an interrupted conversion says so" "a conversion into this folder did not finish" $FM info -m "$TMP/halfdone"
+
+# ---- output files: replaced atomically only when they are regular files --------
+$FM score -m "$M" --ids 1,2 -o "$TMP/ref_logits"
+echo old >"$TMP/target" && ln -s target "$TMP/link"
+if $FM score -m "$M" --ids 1,2 -o "$TMP/link" && [ -L "$TMP/link" ] && cmp -s "$TMP/target" "$TMP/ref_logits"; then
+    ok "score through a symlink writes the file it names and keeps the link"
+else
+    not_ok "score through a symlink"
+fi
+mkfifo "$TMP/fifo"
+(cat "$TMP/fifo" >"$TMP/from_fifo") &
+reader=$!
+if $FM score -m "$M" --ids 1,2 -o "$TMP/fifo" && wait $reader && [ -p "$TMP/fifo" ] && cmp -s "$TMP/from_fifo" "$TMP/ref_logits"; then
+    ok "score into a FIFO writes through it and leaves the FIFO"
+else
+    not_ok "score into a FIFO"
+fi
+# Device nodes: our own in $TMP where mknod is allowed, else the system's /dev/null and
+# /dev/full written by a user who cannot replace them (nobody, when we are root), so a
+# regression shows as a failure and never as a lost device.
+NULLDEV=$TMP/null FULLDEV=$TMP/full AS=()
+if ! { mknod "$NULLDEV" c 1 3 && mknod "$FULLDEV" c 1 7; } 2>/dev/null; then
+    NULLDEV=/dev/null FULLDEV=/dev/full
+    [ "$(id -u)" = 0 ] && AS=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+fi
+if "${AS[@]}" $FM score -m "$M" --ids 1,2 -o "$NULLDEV" && [ -c "$NULLDEV" ]; then
+    ok "score -o $NULLDEV: exit 0, still a device"
+else
+    not_ok "score -o $NULLDEV" "$(ls -l "$NULLDEV")"
+fi
+expect_fail "score -o $FULLDEV: the error" "$FULLDEV: cannot write logits: No space left on device" \
+    "${AS[@]}" $FM score -m "$M" --ids 1,2 -o "$FULLDEV"
+[ -c "$FULLDEV" ] && ok "score -o $FULLDEV leaves the device" || not_ok "$FULLDEV was replaced"
 
 rm -f "$TMP/never"
 expect_fail "score with bad id writes nothing" "outside the vocabulary" $FM score -m "$M" --ids 1,99999 -o "$TMP/never"
@@ -255,6 +299,54 @@ expect_fail "tokenize without a tokenizer" "missing --tokenizer" $FM tokenize "t
 expect_fail "tokenize with a missing tokenizer" "$TMP/none: no such tokenizer" $FM tokenize --tokenizer "$TMP/none" "x"
 expect_fail "tokenize --decode of an unknown id" "token id 999999 at position 1" $FM tokenize --tokenizer "$TOK" --decode 1,999999
 echo '{"model": {"type": "Unigram", "vocab": []}}' >"$TMP/tokenizer.json"
+# A tokenizer with more ids than the model's vocabulary (151,669 against 1,024): a clear error, no crash.
+for cmd in run chat serve; do
+    expect_fail "$cmd: tokenizer larger than the model's vocabulary" "ids but the model's vocabulary only 1024" \
+        timeout 60 $FM $cmd -m "$MODELS/qwen35moe" --tokenizer "$TOK" $([ $cmd = run ] && echo "-p hi") -n 1 </dev/null
+done
+expect_fail "tokenize --decode names --decode" "--decode: item 1 of '-1' is not a token id" \
+    $FM tokenize --tokenizer "$TOK" --decode -1
+
+# ---- a full context: answers stop cleanly, chat drops its oldest messages -------
+A=${A:-$(cd "$(dirname "$0")/.." && pwd)/models/assistant-q4}
+four=$'Define the noun question.\nDefine the verb run.\nDefine the noun house.\nDefine the adjective happy.\n/stats\n'
+if out=$(timeout 120 $FM chat -m "$A" --ctx 90 --temp 0 --no-think -n 60 --plain <<<"$four" 2>&1) &&
+    grep -q "the context of 90 tokens is full: dropped the 2 oldest messages" <<<"$out" &&
+    grep -q "4 oldest messages dropped to fit the context" <<<"$out"; then
+    ok "chat with a full context drops the oldest messages and goes on"
+else
+    not_ok "chat with a full context" "$out"
+fi
+if err=$($FM run -m "$A" --ctx 30 -n 100 -p "Define the noun question." --temp 0 --no-think 2>&1 >"$TMP/answer") &&
+    grep -q "the answer stopped where the context of 30 tokens is full" <<<"$err" && [ -s "$TMP/answer" ]; then
+    ok "run: an answer that fills the context stops cleanly (exit 0)"
+else
+    not_ok "run at the context's end" "$err"
+fi
+expect_fail "run: a prompt longer than the context" "the prompt (17 tokens) does not fit the context" \
+    $FM run -m "$A" --ctx 10 -p "Define the noun question." --no-think
+$FM chat -m "$A" --session "$TMP/conv.json" --temp 0 --no-think -n 40 --plain <<<"$four" >/dev/null 2>&1
+if out=$(timeout 120 $FM chat -m "$A" --session "$TMP/conv.json" --ctx 70 --temp 0 --no-think -n 20 --plain \
+    <<<$'Define the noun tree.\n' 2>&1) && grep -q "dropped the" <<<"$out"; then
+    ok "a saved conversation resumes with a smaller --ctx, dropping its oldest messages"
+else
+    not_ok "--session with a smaller --ctx" "$out"
+fi
+
+# ---- make install: the binary finds the shipped model under PREFIX/share --------
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+if make -s -C "$ROOT" install MODE="$(basename "$BUILD")" PREFIX="$TMP/prefix" >"$TMP/install.log" 2>&1 &&
+    out=$(env -u FLASHMOE_MODEL "$TMP/prefix/bin/flashmoe" run -p "Define the noun question." --temp 0 --no-think -n 8 --quiet 2>&1) &&
+    [ -n "$out" ]; then
+    ok "make install: the installed binary answers with the installed model"
+else
+    not_ok "make install" "$(cat "$TMP/install.log") ${out:-}"
+fi
+mkdir -p "$TMP/elsewhere/bin" && cp "$BUILD/flashmoe" "$TMP/elsewhere/bin/"
+expect_fail "a copied binary without a model says where models are looked up" "PREFIX/share/flashmoe after make install" \
+    env -u FLASHMOE_MODEL "$TMP/elsewhere/bin/flashmoe" run -p hi -n 1
+make -s -C "$ROOT" uninstall PREFIX="$TMP/prefix" && [ ! -e "$TMP/prefix/bin/flashmoe" ] && [ ! -e "$TMP/prefix/share/flashmoe" ] &&
+    ok "make uninstall removes both" || not_ok "make uninstall"
 expect_fail "unsupported tokenizer model" "model type 'Unigram' is not supported" $FM tokenize --tokenizer "$TMP/tokenizer.json" x
 
 echo "cli: $pass passed, $fail failed"

@@ -177,7 +177,7 @@ static void run_job(worker *w, job *j) {
     } else {
         if (!j->tools_json) keep_text_as_written(&out, r.text ? r.text : "", j->think_open);
         j->out = out;
-        j->finish = !strcmp(r.finish, "stop string") ? "stop" : r.finish;
+        j->finish = !strcmp(r.finish, "stop string") ? "stop" : !strcmp(r.finish, "context") ? "length" : r.finish;
         if (out.n_calls && strcmp(j->finish, "cancelled")) j->finish = "tool_calls";
         j->stop_hit = r.stop_hit;
     }

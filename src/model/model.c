@@ -244,6 +244,10 @@ fm_status fm_model_open(const char *dir, const fm_model_options *opt, fm_model *
 fm_status model_open_recording(const char *dir, const fm_model_options *opt, struct weights_record *rec,
                                fm_model **out) {
     *out = NULL;
+    if (!pack_is_packed(dir) && pack_is_unfinished(dir))
+        return fm_error(FM_ERR_ARGUMENT,
+                        "%s: a conversion into this folder did not finish; run the same flashmoe convert again to resume it",
+                        dir);
     fm_model *m = calloc(1, sizeof *m);
     if (!m) return fm_error(FM_ERR_NOMEM, "out of memory");
     m->record = rec;

@@ -31,8 +31,6 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#define STATE_FILE ".convert-state.json"
-#define MARGIN (64ull << 20)
 
 typedef struct {
     const char *src, *dst;
@@ -395,7 +393,7 @@ static char *state_text(const conv *c) {
 /* An unfinished conversion in dst must have been started with the same source and options. */
 static fm_status check_state(const conv *c) {
     char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/%s", c->dst, STATE_FILE);
+    snprintf(path, sizeof path, "%s/%s", c->dst, PACK_CONVERT_STATE);
     char *want = state_text(c);
     if (!want) return fm_error(FM_ERR_NOMEM, "out of memory");
     fm_status st = FM_OK;
@@ -423,9 +421,12 @@ static fm_status check_space(const conv *c, uint64_t needed) {
     struct statvfs vfs;
     if (statvfs(c->dst, &vfs) != 0) return FM_OK; /* cannot tell: the writes will say */
     uint64_t avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
-    if (avail < needed + MARGIN)
+    /* Headroom for the file system's own blocks: 1/16 of the output + 4 MiB, at most 64 MiB. */
+    uint64_t margin = needed / 16 + (4ull << 20);
+    if (margin > (64ull << 20)) margin = 64ull << 20;
+    if (avail < needed + margin)
         return fm_error(FM_ERR_IO, "%s: not enough free disk space: the conversion needs %.2f GB more, %.2f GB are free",
-                        c->dst, (needed + MARGIN) / 1e9, avail / 1e9);
+                        c->dst, (needed + margin) / 1e9, avail / 1e9);
     return FM_OK;
 }
 
@@ -452,7 +453,7 @@ static fm_status prepare_dst(const conv *c) {
         if (!c->opt->force)
             return fm_error(FM_ERR_ARGUMENT, "%s already holds a packed model (--force replaces it)", c->dst);
         if (unlink(path) != 0) return fm_error(FM_ERR_IO, "%s: %s", path, strerror(errno));
-        snprintf(path, sizeof path, "%s/%s", c->dst, STATE_FILE);
+        snprintf(path, sizeof path, "%s/%s", c->dst, PACK_CONVERT_STATE);
         unlink(path);
     }
     snprintf(path, sizeof path, "%s/experts", c->dst);
@@ -556,7 +557,7 @@ fm_status fm_convert(const char *src, const char *dst, const fm_convert_options 
     remove_sidecar(dense_path);
     for (int k = 0; k < man.n_layers; k++) remove_sidecar(paths[k]);
     char state[PATH_MAX];
-    snprintf(state, sizeof state, "%s/%s", dst, STATE_FILE);
+    snprintf(state, sizeof state, "%s/%s", dst, PACK_CONVERT_STATE);
     unlink(state);
 free_man:
     man.source = NULL;

@@ -77,6 +77,12 @@ int pack_is_packed(const char *dir) {
     return access(path, F_OK) == 0;
 }
 
+int pack_is_unfinished(const char *dir) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, PACK_CONVERT_STATE);
+    return access(path, F_OK) == 0;
+}
+
 void pack_manifest_free(pack_manifest *m) {
     for (int i = 0; m->layers && i < m->n_layers; i++) {
         free(m->layers[i].file);

@@ -17,6 +17,7 @@
 #define PACK_FORMAT_VERSION 1
 #define PACK_MANIFEST "flashmoe.json"
 #define PACK_DENSE "dense.safetensors"
+#define PACK_CONVERT_STATE ".convert-state.json" /* present while a conversion is unfinished */
 #define PACK_EXTENT_ALIGN 4096
 #define PACK_COMPONENT_ALIGN 64
 
@@ -68,6 +69,8 @@ fm_status pack_manifest_write(const char *dir, const pack_manifest *m);
 void pack_manifest_free(pack_manifest *m);
 /* 1 if DIR holds a packed model's manifest. */
 int pack_is_packed(const char *dir);
+/* Whether dir holds a conversion that was started and has not finished. */
+int pack_is_unfinished(const char *dir);
 /* XXH3-64 of a whole file read in large blocks (for `verify`); *bytes gets its size. */
 fm_status pack_hash_file(const char *path, uint64_t *hash, uint64_t *bytes);
 
