@@ -16,6 +16,7 @@
 #include "output_file.h"
 #include "chat_tools.h"
 #include "shell_tool.h"
+#include "think_filter.h"
 
 #include <cjson/cJSON.h>
 #include <editline/readline.h>
@@ -23,6 +24,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static volatile sig_atomic_t interrupted;
@@ -222,12 +224,28 @@ static const char chat_help[] =
 
 typedef struct {
     md_renderer *md; /* NULL: plain */
+    think_filter think;
+    int in_reasoning; /* reasoning is being shown */
 } chat_output;
+
+/* Reasoning is shown dimmed on a terminal, between <think> tags otherwise;
+ * an empty one not at all. */
+static void chat_part(void *user, int is_reasoning, const char *text, size_t len) {
+    chat_output *out = user;
+    if (is_reasoning) {
+        if (!out->in_reasoning) fputs(out->md ? "\033[2m" : "<think>\n", stdout), out->in_reasoning = 1;
+        fwrite(text, 1, len, stdout);
+        fflush(stdout);
+        return;
+    }
+    if (out->in_reasoning) fputs(out->md ? "\033[0m\n\n" : "\n</think>\n\n", stdout), out->in_reasoning = 0;
+    if (out->md) md_feed(out->md, text, len);
+    else fwrite(text, 1, len, stdout), fflush(stdout);
+}
 
 static void chat_text(void *user, const char *text, size_t len) {
     chat_output *out = user;
-    if (out->md) md_feed(out->md, text, len);
-    else fwrite(text, 1, len, stdout), fflush(stdout);
+    think_filter_push(&out->think, text, len);
 }
 
 static int chat_cancelled(void *user) {
@@ -297,7 +315,7 @@ int cmd_chat(int argc, char **argv) {
         printf("(resumed %d messages from %s)\n", cJSON_GetArraySize(c.messages), session_path);
     }
     const char *no_color = getenv("NO_COLOR"); /* no-color.org: any non-empty value */
-    chat_output output = {plain || !isatty(STDOUT_FILENO) || (no_color && *no_color) ? NULL : md_new(stdout, 1)};
+    chat_output output = {.md = plain || !isatty(STDOUT_FILENO) || (no_color && *no_color) ? NULL : md_new(stdout, 1)};
     /* Shell confirmations read stdin with stdio, the line editor reads it directly: unbuffered,
      * stdio cannot swallow the lines after the answer (piped input). */
     if (use_shell) setvbuf(stdin, NULL, _IONBF, 0);
@@ -306,7 +324,28 @@ int cmd_chat(int argc, char **argv) {
     struct sigaction sa = {0}, old;
     sa.sa_handler = on_sigint;
     sigemptyset(&sa.sa_mask);
-    for (char *line; !rc && (line = readline("> "));) {
+    double last_ctrl_c = -10;
+    for (char *line; !rc;) {
+        /* Ctrl-C at the prompt clears the line, as in a shell; twice within a second leaves. */
+        interrupted = 0;
+        sigaction(SIGINT, &sa, &old);
+        line = readline("> ");
+        sigaction(SIGINT, &old, NULL);
+        if (interrupted) {
+            free(line);
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            const double now = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+            if (now - last_ctrl_c < 1.0) {
+                printf("\n");
+                break;
+            }
+            last_ctrl_c = now;
+            printf("\n(Ctrl-C again or Ctrl-D to leave)\n");
+            fflush(stdout);
+            continue;
+        }
+        if (!line) break; /* Ctrl-D or the end of the input */
         if (!*line) {
             free(line);
             continue;
@@ -399,7 +438,10 @@ int cmd_chat(int argc, char **argv) {
                                      .on_text = chat_text,
                                      .cancelled = chat_cancelled,
                                      .user = &output};
+                think_filter_init(&output.think, think_prompt_is_inside(feed), chat_part, &output);
                 rc = engine_generate_with(&e, ids, n, &p, &c.last);
+                think_filter_finish(&output.think);
+                if (output.in_reasoning) fputs(output.md ? "\033[0m" : "\n</think>", stdout), output.in_reasoning = 0;
                 c.have_last = !rc;
                 if (output.md) md_finish(output.md);
                 sigaction(SIGINT, &old, NULL);

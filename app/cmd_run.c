@@ -1,5 +1,6 @@
 /* flashmoe run: one prompt through the chat template, the answer streamed. */
 #include "engine.h"
+#include "think_filter.h"
 
 #include <cjson/cJSON.h>
 #include <stdlib.h>
@@ -64,7 +65,7 @@ int cmd_run(int argc, char **argv) {
     if (!msgs) rc = cli_fail("out of memory");
     else if (!(rc = engine_render(&e, msgs, &o, &text)) && fm_tokenizer_encode(e.tok, text, strlen(text), &ids, &n))
         rc = cli_fail_lib("tokenize");
-    if (!rc && !(rc = engine_generate(&e, ids, n, &o, NULL, stdout, &res))) {
+    if (!rc && !(rc = engine_generate(&e, ids, n, think_prompt_is_inside(text), &o, NULL, stdout, &res))) {
         printf("\n");
         fflush(stdout);
         if (!strcmp(res.finish, "context"))

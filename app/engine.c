@@ -1,6 +1,7 @@
 /* Model + tokenizer + chat template + sampler, and the streaming generation
  * loop used by `run` and `chat` (see engine.h). */
 #include "engine.h"
+#include "think_filter.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -41,6 +42,7 @@ const char *engine_options_help(void) {
            "  --presence-penalty P  presence penalty (default 0 = off)\n"
            "  --seed S              random seed (default: from the clock; give one to repeat a run)\n"
            "  --think | --no-think  turn the model's thinking on or off (default: the template's)\n"
+           "  --show-think          run: print the model's reasoning to stderr (not shown otherwise)\n"
            "  --system TEXT         system prompt\n"
            "  --tools FILE          tools the model may call: a JSON array of function definitions\n"
            "                        (as in the OpenAI API), passed to the chat template\n"
@@ -66,6 +68,7 @@ int engine_parse_option(int argc, char **argv, int *i, engine_options *o) {
     const char *a = argv[*i];
     if (!strcmp(a, "--think")) return o->thinking = 1;
     if (!strcmp(a, "--no-think")) return o->thinking = 0, 1;
+    if (!strcmp(a, "--show-think")) return o->show_think = 1;
     static const char *const valued[] = {"-n", "--temp", "--top-k", "--top-p", "--min-p", "--repeat-penalty",
                                          "--presence-penalty", "--seed", "--system", "--tools", "--stop", "--tokenizer",
                                          "--template", "-p", "--prompt"};
@@ -379,12 +382,24 @@ int engine_generate_with(engine *e, const int32_t *prompt, int n_prompt, const g
 typedef struct {
     FILE *out;
     volatile sig_atomic_t *cancel;
+    think_filter think;
+    int show_think, reasoning_open; /* reasoning went to stderr without its last newline */
 } terminal_sink;
+
+static void terminal_part(void *user, int is_reasoning, const char *text, size_t len) {
+    terminal_sink *t = user;
+    if (is_reasoning) {
+        if (t->show_think) fwrite(text, 1, len, stderr), t->reasoning_open = 1;
+        return;
+    }
+    if (t->reasoning_open) fputc('\n', stderr), t->reasoning_open = 0;
+    fwrite(text, 1, len, t->out);
+    fflush(t->out);
+}
 
 static void terminal_text(void *user, const char *text, size_t len) {
     terminal_sink *t = user;
-    fwrite(text, 1, len, t->out);
-    fflush(t->out);
+    think_filter_push(&t->think, text, len);
 }
 
 static int terminal_cancelled(void *user) {
@@ -392,9 +407,10 @@ static int terminal_cancelled(void *user) {
     return t->cancel && *t->cancel;
 }
 
-int engine_generate(engine *e, const int32_t *prompt, int n_prompt, const engine_options *o,
+int engine_generate(engine *e, const int32_t *prompt, int n_prompt, int prompt_in_think, const engine_options *o,
                     volatile sig_atomic_t *cancel, FILE *out, engine_result *r) {
-    terminal_sink sink = {out, cancel};
+    terminal_sink sink = {.out = out, .cancel = cancel, .show_think = o->show_think};
+    think_filter_init(&sink.think, prompt_in_think, terminal_part, &sink);
     generate_params p = {.session = e->session,
                          .sampler = e->sampler,
                          .max_tokens = o->max_tokens,
@@ -403,5 +419,8 @@ int engine_generate(engine *e, const int32_t *prompt, int n_prompt, const engine
                          .on_text = out ? terminal_text : NULL,
                          .cancelled = terminal_cancelled,
                          .user = &sink};
-    return engine_generate_with(e, prompt, n_prompt, &p, r);
+    int rc = engine_generate_with(e, prompt, n_prompt, &p, r);
+    if (out) think_filter_finish(&sink.think);
+    if (sink.reasoning_open) fputc('\n', stderr);
+    return rc;
 }

@@ -29,6 +29,7 @@ typedef struct {
     const char *system;
     const char *tools_path;     /* --tools FILE: a JSON array of tool definitions */
     int thinking;               /* -1 template default, 0 off, 1 on */
+    int show_think;             /* run: the reasoning to stderr (--show-think); else not shown */
     int max_tokens;
     const char *stop[8];
     int n_stop;
@@ -89,7 +90,9 @@ typedef struct {
 int engine_generate_with(engine *e, const int32_t *prompt, int n_prompt, const generate_params *p, engine_result *r);
 
 /* The same on the engine's session and sampler with run/chat's options, streaming text to `out`. */
-int engine_generate(engine *e, const int32_t *prompt, int n_prompt, const engine_options *o,
+/* Reasoning (a leading <think> block; prompt_in_think: the prompt opened it)
+ * is not written to `out`: it goes to stderr with o->show_think, else nowhere. */
+int engine_generate(engine *e, const int32_t *prompt, int n_prompt, int prompt_in_think, const engine_options *o,
                     volatile sig_atomic_t *cancel, FILE *out, engine_result *r);
 
 #endif

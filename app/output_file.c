@@ -41,7 +41,7 @@ static int write_replacing(const char *path, const void *data, size_t n, const c
     snprintf(tmp, len, "%s.tmp.%d", path, (int)getpid());
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0) {
-        int rc = cli_fail("%s: cannot create %s: %s", path, tmp, strerror(errno));
+        int rc = cli_fail("%s: cannot write %s: %s", path, what, strerror(errno));
         free(tmp);
         return rc;
     }

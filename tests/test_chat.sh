@@ -75,6 +75,16 @@ if [ -n "$first" ]; then
 fi
 rm -f "$BUILD/run.err" "$BUILD/stop.out"
 
+# ---- thinking: the shipped model opens each answer with an empty <think></think> ----
+A=models/assistant-q4
+out=$($FM run -m $A -p "Define the noun tree." --temp 0 -n 40 2>"$BUILD/think.err"); err=$(cat "$BUILD/think.err")
+check "run: an empty think block is not printed" "[ -n \"\$out\" ] && ! grep -q 'think>' <<<\"\$out\"" "$out"
+out=$($FM run -m $A -p "Define the noun tree." --temp 0 -n 40 --show-think 2>"$BUILD/think.err"); err=$(cat "$BUILD/think.err")
+check "run --show-think: an empty reasoning is not printed either" "! grep -q 'think>' <<<\"\$out\$err\"" "$out $err"
+out=$(printf 'Define the noun tree.\n' | $FM chat -m $A --temp 0 -n 40 --plain 2>&1)
+check "chat --plain: no empty think block" "grep -q 'tree' <<<\"\$out\" && ! grep -q 'think>' <<<\"\$out\"" "$out"
+rm -f "$BUILD/think.err"
+
 # ---- chat in a pseudo-terminal --------------------------------------------
 if command -v tmux >/dev/null; then
     S=fmchat$$
@@ -135,6 +145,25 @@ if command -v tmux >/dev/null; then
     at_prompt
     tmux send-keys -t $S C-d
     check "Ctrl-D leaves" "wait_for 'CHAT-EXIT-0'" "$(screen)"
+    tmux kill-session -t $S 2>/dev/null
+
+    # Ctrl-C at the prompt clears the line and keeps the chat; twice within a second leaves.
+    tmux new-session -d -s $S -x 200 -y 50 "$FM chat -m $M -n 4 --temp 0 ; echo CHAT-EXIT-\$?; sleep 30"
+    wait_for 'flashmoe chat:' && at_prompt
+    tmux send-keys -t $S "half a line"
+    sleep 0.3
+    tmux send-keys -t $S C-c
+    check "Ctrl-C at the prompt clears the line" "wait_for '(Ctrl-C again or Ctrl-D to leave)'" "$(screen)"
+    sleep 1.2
+    at_prompt
+    tmux send-keys -t $S "/stats" Enter
+    check "the chat goes on after Ctrl-C at the prompt (the cleared line was not sent)" \
+        "wait_for 'no answer yet'" "$(screen)"
+    at_prompt
+    tmux send-keys -t $S C-c
+    sleep 0.2
+    tmux send-keys -t $S C-c
+    check "Ctrl-C twice within a second leaves (status 0)" "wait_for 'CHAT-EXIT-0'" "$(screen)"
     tmux kill-session -t $S 2>/dev/null
 
     # A calculator tool round trip with the shipped model: the model calls the tool,
@@ -213,7 +242,7 @@ check "--session without a file is refused" "[ $rc -ne 0 ] && grep -q 'session n
 # /save that works and /stats).
 out=$(printf 'Hello, my name is Ada.\n/save %s\n/save %s\n/stats\n' "$T/missing/dir/x.json" "$T/saved.json" | $CHAT 2>&1); rc=$?
 check "/save to an unwritable path: an error naming it" \
-    "grep -qF 'cannot save the conversation to $T/missing/dir/x.json: No such file or directory' <<<\"\$out\"" "$out"
+    "grep -qF '$T/missing/dir/x.json: cannot write the conversation: No such file or directory' <<<\"\$out\"" "$out"
 check "and the chat goes on: /save to a good path works, /stats answers, exit 0" \
     "[ $rc -eq 0 ] && grep -qF '(saved to $T/saved.json)' <<<\"\$out\" && grep -q 'context: ' <<<\"\$out\" && json_check $T/saved.json \"len(j['messages']) == 2\"" "$out"
 # /load: a corrupt file is refused (the chat goes on), a saved one is read at the next turn.

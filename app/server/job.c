@@ -60,23 +60,30 @@ static void update_parts(job *j) {
             }
         }
         if (!j->reasoning_done) {
+            /* Leading whitespace is never sent: skip it while nothing has been. */
+            while (j->reasoning_to == j->reasoning_from && j->reasoning_from < len &&
+                   (raw[j->reasoning_from] == ' ' || raw[j->reasoning_from] == '\n'))
+                j->reasoning_from++, j->reasoning_to++;
             const char *close = strstr(raw + j->reasoning_from, think_close);
+            size_t end;
             if (close) {
-                j->reasoning_to = (size_t)(close - raw);
+                j->think_close_at = (size_t)(close - raw);
                 j->reasoning_done = 1;
-                size_t c = j->reasoning_to + strlen(think_close);
-                while (c < len && raw[c] == '\n') c++;
-                j->content_from = j->content_to = c;
-                if (c == len) j->content_from = j->content_to = (size_t)-1; /* newlines may follow */
+                end = j->think_close_at;
             } else {
-                size_t safe = j->reasoning_from + assistant_stream_safe(raw + j->reasoning_from, len - j->reasoning_from);
-                if (safe > j->reasoning_to) j->reasoning_to = safe;
-                return;
+                end = j->reasoning_from + assistant_stream_safe(raw + j->reasoning_from, len - j->reasoning_from);
             }
+            while (end > j->reasoning_from && (raw[end - 1] == ' ' || raw[end - 1] == '\n')) end--; /* held back */
+            if (end > j->reasoning_to) j->reasoning_to = end;
+            if (!close) return;
+            size_t c = j->think_close_at + strlen(think_close);
+            while (c < len && raw[c] == '\n') c++;
+            j->content_from = j->content_to = c;
+            if (c == len) j->content_from = j->content_to = (size_t)-1; /* newlines may follow */
         }
     }
     if (j->content_from == (size_t)-1) { /* skip newlines after </think> */
-        size_t c = j->reasoning_to + strlen(think_close);
+        size_t c = j->think_close_at + strlen(think_close);
         while (c < len && raw[c] == '\n') c++;
         if (c == len) return;
         j->content_from = j->content_to = c;

@@ -33,7 +33,10 @@ typedef struct job {
     int refs;
     /* Output so far: raw text; its parts ready to stream. */
     strbuf raw;
-    size_t reasoning_from, reasoning_to; /* raw[from, to): reasoning ready to send (to only grows) */
+    size_t reasoning_from, reasoning_to; /* raw[from, to): reasoning ready to send (to only grows);
+                                            whitespace at either end is held back, as the final
+                                            reasoning is trimmed (an empty one is never sent) */
+    size_t think_close_at;               /* where </think> starts, once reasoning_done */
     size_t content_from, content_to;     /* raw[from, to): content ready to send; from is (size_t)-1
                                             until the newlines after </think> are past */
     int reasoning_done;                  /* no more reasoning will come */

@@ -134,3 +134,22 @@ test('tools: an answer that ends at once is empty (completions, end of turn firs
   assert.equal(r.choices[0].finish_reason, 'stop');
   assert.equal(r.usage.completion_tokens, 1);
 });
+
+// With thinking on, the assistant opens every answer with an empty <think></think>
+// block: neither the streamed nor the non-streamed reply carries reasoning then.
+test('reasoning: an empty think block sends no reasoning_content, streamed or not', opts, async () => {
+  const req = { model: MODEL, messages: [{ role: 'user', content: 'Define the noun tree.' }], max_tokens: 40,
+    temperature: 0, chat_template_kwargs: { enable_thinking: true } };
+  const r = await oa.chat.completions.create(req);
+  assert.equal(r.choices[0].message.reasoning_content, undefined, JSON.stringify(r.choices[0].message));
+  assert.ok(r.choices[0].message.content.length > 0);
+  assert.ok(!r.choices[0].message.content.includes('<think>'));
+  const stream = await oa.chat.completions.create({ ...req, stream: true });
+  let content = '';
+  for await (const chunk of stream) {
+    const d = chunk.choices[0]?.delta ?? {};
+    assert.equal(d.reasoning_content, undefined, `a reasoning delta: ${JSON.stringify(d)}`);
+    content += d.content ?? '';
+  }
+  assert.equal(content, r.choices[0].message.content);
+});
