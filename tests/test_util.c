@@ -2,6 +2,8 @@
 
 #include "flashmoe.h"
 
+#include <errno.h>
+#include <ftw.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,14 +15,27 @@ const char *test_models_dir(void) {
     return d && *d ? d : "build/models";
 }
 
+static char tmp_dir[512];
+static pid_t tmp_owner;
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st, (void)flag, (void)ftw;
+    return remove(path) != 0 && errno != ENOENT ? -1 : 0;
+}
+
+/* The test's directory goes when the test ends, whatever it left there (not
+ * when a forked child exits). */
+static void remove_tmp_dir(void) {
+    if (getpid() == tmp_owner) nftw(tmp_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 const char *test_tmp_dir(void) {
-    static char dir[512];
-    if (!dir[0]) {
+    if (!tmp_dir[0]) {
         const char *base = getenv("FM_TEST_TMP");
-        snprintf(dir, sizeof dir, "%s/fmtest-%d", base && *base ? base : "/tmp", (int)getpid());
-        mkdir(dir, 0755);
+        snprintf(tmp_dir, sizeof tmp_dir, "%s/fmtest-%d", base && *base ? base : "/tmp", (int)getpid());
+        if (mkdir(tmp_dir, 0755) == 0) tmp_owner = getpid(), atexit(remove_tmp_dir);
     }
-    return dir;
+    return tmp_dir;
 }
 
 double rel_l2(const float *a, const float *b, size_t n) {
