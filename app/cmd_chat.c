@@ -399,7 +399,7 @@ int cmd_chat(int argc, char **argv) {
             /* A full context: drop the oldest exchanges and prefill what remains, leaving a
              * quarter of the context for the answer (or what there is, when nothing more can go). */
             const int room = e.max_context / 4 > 0 ? e.max_context / 4 : 1;
-            int dropped = 0, skip = 0;
+            int dropped = 0, skip = 0, partial = 0; /* partial: cancelled inside the prompt */
             while (!rc && fm_session_position(e.session) + n + room > e.max_context) {
                 const int d = drop_oldest(c.messages, n_new);
                 if (!d) {
@@ -439,7 +439,11 @@ int cmd_chat(int argc, char **argv) {
                                      .cancelled = chat_cancelled,
                                      .user = &output};
                 think_filter_init(&output.think, think_prompt_is_inside(feed), chat_part, &output);
+                const int pos_before = fm_session_position(e.session);
                 rc = engine_generate_with(&e, ids, n, &p, &c.last);
+                /* Cancelled inside the prompt: the session holds part of it. The user's message
+                 * stays; the next turn prefills the conversation again. */
+                if (!rc && fm_session_position(e.session) < pos_before + n) partial = 1;
                 think_filter_finish(&output.think);
                 if (output.in_reasoning) fputs(output.md ? "\033[0m" : "\n</think>", stdout), output.in_reasoning = 0;
                 c.have_last = !rc;
@@ -454,7 +458,8 @@ int cmd_chat(int argc, char **argv) {
                 fflush(stdout);
             }
             n_new = 0;
-            if (!rc && !skip) {
+            if (!rc && partial) forget_state(&c, &e), c.n_refills++; /* see above */
+            if (!rc && !skip && !partial) {
                 add_message(c.messages, "assistant", c.last.text);
                 append(&c, feed, strlen(feed));
                 append(&c, c.last.text, strlen(c.last.text));

@@ -147,6 +147,26 @@ if command -v tmux >/dev/null; then
     check "Ctrl-D leaves" "wait_for 'CHAT-EXIT-0'" "$(screen)"
     tmux kill-session -t $S 2>/dev/null
 
+    # Ctrl-C while a long prompt (46,000 tokens) is prefilled acts at once (within 1 s; the
+    # prompt takes several), and the next turn prefills the whole conversation again.
+    printf '{"flashmoe_chat": 1, "messages": [{"role": "user", "content": "%s"}, {"role": "assistant", "content": "ok"}]}\n' \
+        "$(printf 'word%d ' $(seq 1 12000))" >"$BUILD/long_conv.json"
+    tmux new-session -d -s $S -x 200 -y 50 "$FM chat -m $M -n 100000 --ctx 200000 --temp 0 --session $BUILD/long_conv.json ; echo CHAT-EXIT-\$?; sleep 30"
+    wait_for 'flashmoe chat:' && at_prompt
+    tmux send-keys -t $S "Hi" Enter
+    sleep 0.05
+    t0=$(date +%s%N)
+    tmux send-keys -t $S C-c
+    wait_for '(stopped)' 30
+    ms=$((($(date +%s%N) - t0) / 1000000))
+    check "Ctrl-C during a long prompt stops it within 1 s (${ms} ms)" "[ $ms -lt 1000 ]" "$(screen)"
+    at_prompt
+    tmux send-keys -t $S "/stats" Enter
+    check "the cancelled prompt is not kept half-prefilled" "wait_for 'finish: cancelled' && wait_for 're-prefilled 1 time'" "$(screen)"
+    tmux send-keys -t $S C-d
+    tmux kill-session -t $S 2>/dev/null
+    rm -f "$BUILD/long_conv.json"
+
     # Ctrl-C at the prompt clears the line and keeps the chat; twice within a second leaves.
     tmux new-session -d -s $S -x 200 -y 50 "$FM chat -m $M -n 4 --temp 0 ; echo CHAT-EXIT-\$?; sleep 30"
     wait_for 'flashmoe chat:' && at_prompt
