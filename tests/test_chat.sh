@@ -186,6 +186,22 @@ if command -v tmux >/dev/null; then
     check "Ctrl-C twice within a second leaves (status 0)" "wait_for 'CHAT-EXIT-0'" "$(screen)"
     tmux kill-session -t $S 2>/dev/null
 
+    # On a terminal, with the shipped model (its answers open with an empty think block) and a
+    # context of 90 tokens: no think tags on the screen, and the chat outlives a full context.
+    tmux new-session -d -s $S -x 200 -y 50 "$FM chat -m models/assistant-q4 --ctx 90 -n 60 --temp 0 ; echo CHAT-EXIT-\$?; sleep 30"
+    wait_for 'flashmoe chat:' && at_prompt
+    for w in "the noun question" "the verb run" "the noun house" "the adjective happy"; do
+        tmux send-keys -t $S "Define $w." Enter
+        sleep 0.3
+        at_prompt
+    done
+    check "terminal: answers shown, no think tags" "screen | grep -q '(noun)' && ! screen | grep -q 'think>'" "$(screen)"
+    check "terminal: a full context drops the oldest messages and the chat goes on" \
+        "screen | grep -q 'dropped the 2 oldest messages' && at_prompt" "$(screen)"
+    tmux send-keys -t $S C-d
+    check "and leaves with status 0" "wait_for 'CHAT-EXIT-0'" "$(screen)"
+    tmux kill-session -t $S 2>/dev/null
+
     # A calculator tool round trip with the shipped model: the model calls the tool,
     # /tool gives it the result, the model answers with it.
     tmux new-session -d -s $S -x 200 -y 50 \
