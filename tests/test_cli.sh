@@ -307,8 +307,22 @@ done
 expect_fail "tokenize --decode names --decode" "--decode: item 1 of '-1' is not a token id" \
     $FM tokenize --tokenizer "$TOK" --decode -1
 
+# ---- convert's free-space check on small file systems (a tmpfs in a user+mount namespace) ----
+if unshare -rm true 2>/dev/null; then
+    mkdir -p "$TMP/small"
+    if out=$(unshare -rm sh -c "mount -t tmpfs -o size=30m none '$TMP/small' && $FM convert '$A' '$TMP/small/q4' --bits 4 --quiet && du -sm '$TMP/small/q4'" 2>&1); then
+        ok "convert fits a 9.5 MB output on a 30 MB file system ($(awk '{print $1}' <<<"$out" | tail -1) MB)"
+    else
+        not_ok "convert on a 30 MB file system" "$out"
+    fi
+    expect_fail "convert on an 8 MB file system: a clear refusal" "not enough free disk space: the conversion needs" \
+        unshare -rm sh -c "mount -t tmpfs -o size=8m none '$TMP/small' && $FM convert '$A' '$TMP/small/q4' --bits 4 --quiet"
+else
+    echo "skipped: 2 small-file-system convert checks (no user namespaces here)"
+fi
+
 # ---- a full context: answers stop cleanly, chat drops its oldest messages -------
-A=${A:-$(cd "$(dirname "$0")/.." && pwd)/models/assistant-q4}
+
 four=$'Define the noun question.\nDefine the verb run.\nDefine the noun house.\nDefine the adjective happy.\n/stats\n'
 if out=$(timeout 120 $FM chat -m "$A" --ctx 90 --temp 0 --no-think -n 60 --plain <<<"$four" 2>&1) &&
     grep -q "the context of 90 tokens is full: dropped the 2 oldest messages" <<<"$out" &&

@@ -424,9 +424,13 @@ static fm_status check_space(const conv *c, uint64_t needed) {
     /* Headroom for the file system's own blocks: 1/16 of the output + 4 MiB, at most 64 MiB. */
     uint64_t margin = needed / 16 + (4ull << 20);
     if (margin > (64ull << 20)) margin = 64ull << 20;
-    if (avail < needed + margin)
-        return fm_error(FM_ERR_IO, "%s: not enough free disk space: the conversion needs %.2f GB more, %.2f GB are free",
-                        c->dst, (needed + margin) / 1e9, avail / 1e9);
+    if (avail < needed + margin) {
+        const double gb = 1e9, mb = 1e6, want = (double)(needed + margin), have = (double)avail;
+        const int in_gb = want >= gb;
+        return fm_error(FM_ERR_IO, "%s: not enough free disk space: the conversion needs %.2f %s more, %.2f %s are free",
+                        c->dst, want / (in_gb ? gb : mb), in_gb ? "GB" : "MB", have / (in_gb ? gb : mb),
+                        in_gb ? "GB" : "MB");
+    }
     return FM_OK;
 }
 
