@@ -292,6 +292,10 @@ int engine_generate_with(engine *e, const int32_t *prompt, int n_prompt, const g
     }
     double t0 = now_seconds();
     r->finish = "length";
+    /* A long prompt chunk can take seconds: the session checks for cancellation between its
+     * layers too (and resets itself if it stops midway). Not while decoding: a token is short,
+     * and a reset would lose the conversation's state. */
+    if (p->cancelled) fm_session_set_cancel(p->session, p->cancelled, p->user);
     for (int done = 0; !rc && done < n_prompt;) {
         if (p->cancelled && p->cancelled(p->user)) {
             r->finish = "cancelled";
@@ -300,10 +304,16 @@ int engine_generate_with(engine *e, const int32_t *prompt, int n_prompt, const g
         int n = n_prompt - done < PREFILL_CHUNK ? n_prompt - done : PREFILL_CHUNK;
         if (p->on_checkpoint && p->checkpoint > done && p->checkpoint < done + n) n = p->checkpoint - done;
         fm_logits_mode mode = done + n == n_prompt ? FM_LOGITS_LAST : FM_LOGITS_NONE;
-        if (fm_session_eval(p->session, prompt + done, n, mode, logits) != FM_OK) rc = result_fail(r, "prefill");
+        fm_status st = fm_session_eval(p->session, prompt + done, n, mode, logits);
+        if (st == FM_ERR_CANCELLED) {
+            r->finish = "cancelled"; /* the session was reset: callers see it in its position */
+            break;
+        }
+        if (st != FM_OK) rc = result_fail(r, "prefill");
         done += n;
         if (!rc && p->on_checkpoint && done == p->checkpoint && done < n_prompt) p->on_checkpoint(p->user);
     }
+    fm_session_set_cancel(p->session, NULL, NULL);
     double t1 = now_seconds();
     if (!rc && p->on_prefilled && strcmp(r->finish, "cancelled")) p->on_prefilled(p->user);
     while (!rc && strcmp(r->finish, "cancelled")) {

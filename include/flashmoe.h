@@ -22,6 +22,7 @@ typedef enum {
     FM_ERR_UNSUPPORTED, /* well-formed, but not something flashmoe runs (model_type, rope_type) */
     FM_ERR_ARGUMENT,    /* a caller's value is out of range (token id, context length) */
     FM_ERR_NOMEM,
+    FM_ERR_CANCELLED, /* the caller's cancel hook stopped an evaluation (fm_session_set_cancel) */
 } fm_status;
 
 /* The message recorded by the last failing call on this thread. */
@@ -133,6 +134,11 @@ int fm_session_position(const fm_session *session); /* tokens consumed so far */
  * its expert store: evaluate them one at a time. */
 fm_status fm_session_eval(fm_session *session, const int32_t *tokens, int n_tokens,
                           fm_logits_mode mode, float *logits);
+/* A hook fm_session_eval calls between layers (NULL: none). When it returns
+ * nonzero the evaluation stops within a layer's time, the session is reset
+ * (position 0: its layers would hold part of a batch) and FM_ERR_CANCELLED is
+ * returned. For prompts long enough that one evaluation takes seconds. */
+void fm_session_set_cancel(fm_session *session, int (*cancelled)(void *user), void *user);
 
 /* Snapshots: the session's state (position, KV cache up to it, linear-attention
  * state) as bytes in host memory, to return to a conversation's prefix later

@@ -156,6 +156,9 @@ static void check_logits(const char *label, const float *got, int T, const st_te
     assert_true(rel_l2(g, want->data, (size_t)rows * V) <= TOL);
 }
 
+/* A cancel hook that says stop on its third call (the third layer). */
+static int cancel_on_third(void *user) { return ++*(int *)user >= 3; }
+
 static void test_prompt(void **state) {
     const fixture *fx = *state;
     ctx c;
@@ -166,9 +169,17 @@ static void test_prompt(void **state) {
     float *hidden = malloc((size_t)(c.L + 1) * T * c.H * sizeof *hidden);
     fm_session *s;
     assert_int_equal(fm_session_new(c.model, NULL, &s), FM_OK);
+    /* Cancelled between layers: FM_ERR_CANCELLED, the session reset, and (below) the same
+     * session then gives the reference's logits. */
+    int calls = 0;
+    fm_session_set_cancel(s, cancel_on_third, &calls);
+    assert_int_equal(fm_session_eval(s, ids->data, T, FM_LOGITS_ALL, logits), FM_ERR_CANCELLED);
+    assert_int_equal(calls, 3);
+    assert_int_equal(fm_session_position(s), 0);
+    fm_session_set_cancel(s, NULL, NULL);
     fm_session_capture_hidden(s, hidden);
     assert_int_equal(fm_session_eval(s, ids->data, T, FM_LOGITS_ALL, logits), FM_OK);
-    printf("[%s] prompt of %d tokens\n", fx->name, T);
+    printf("[%s] prompt of %d tokens (after a cancelled evaluation)\n", fx->name, T);
     const st_tensor *hs = ref_tensor(c.ref, "hidden_states");
     assert_int_equal(hs->shape[0], c.L + 1);
     for (int i = 0; i <= c.L; i++) {

@@ -24,6 +24,7 @@ const char *fm_status_name(fm_status status) {
     case FM_ERR_UNSUPPORTED: return "unsupported";
     case FM_ERR_ARGUMENT: return "invalid argument";
     case FM_ERR_NOMEM: return "out of memory";
+    case FM_ERR_CANCELLED: return "cancelled";
     }
     return "unknown status";
 }

@@ -29,6 +29,8 @@ fm_status forward_ubatch(fm_session *s, const int32_t *tokens, int n, int logit_
     for (int i = 0; i < c->n_layers; i++) {
         const fm_layer *l = &m->layers[i];
         fm_layer_timing *tm = &s->timing[i];
+        fm_status cs = session_check_cancel(s);
+        if (cs != FM_OK) return cs;
         double a = fm_seconds();
         for (int t = 0; t < n; t++)
             cpu_rmsnorm(w->xn + (size_t)t * H, w->x + (size_t)t * H, l->input_norm, H, c->rms_norm_eps);

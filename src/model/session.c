@@ -181,6 +181,16 @@ fm_status session_reserve_kv(fm_session *s, int needed) {
     return FM_OK;
 }
 
+void fm_session_set_cancel(fm_session *s, int (*cancelled)(void *user), void *user) {
+    s->cancelled = cancelled;
+    s->cancel_user = user;
+}
+
+fm_status session_check_cancel(const fm_session *s) {
+    if (s->cancelled && s->cancelled(s->cancel_user)) return fm_error(FM_ERR_CANCELLED, "evaluation cancelled");
+    return FM_OK;
+}
+
 fm_status fm_session_eval(fm_session *s, const int32_t *tokens, int n, fm_logits_mode mode, float *logits) {
     const fm_config *c = &s->model->cfg;
     if (n <= 0) return fm_error(FM_ERR_ARGUMENT, "no tokens to evaluate");
@@ -212,8 +222,9 @@ fm_status fm_session_eval(fm_session *s, const int32_t *tokens, int n, fm_logits
         st = s->gpu ? cuda_forward_ubatch(s, tokens + done, ub, row0, dst, done, n)
                     : forward_ubatch(s, tokens + done, ub, row0, dst, done, n);
         if (st != FM_OK) {
-            /* A read failed midway: the layers before it hold this batch's
-             * state, the others do not. Start over rather than go on wrong. */
+            /* A read failed (or the caller cancelled) midway: the layers before
+             * it hold this batch's state, the others do not. Start over rather
+             * than go on wrong. */
             char msg[1024];
             snprintf(msg, sizeof msg, "%s", fm_last_error());
             fm_session_reset(s);

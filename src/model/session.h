@@ -52,7 +52,12 @@ struct fm_session {
     double eval_s, head_s;
     uint64_t tokens, evals;
     store_stats store_base;     /* store counters when timing was reset */
+    int (*cancelled)(void *user); /* fm_session_set_cancel */
+    void *cancel_user;
 };
+
+/* Between layers: FM_ERR_CANCELLED (with a message) when the caller's hook says stop. */
+fm_status session_check_cancel(const fm_session *s);
 
 /* Floats of one linear-attention layer's conv state and recurrent state. */
 size_t session_conv_state_floats(const fm_config *c);

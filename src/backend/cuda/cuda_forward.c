@@ -295,6 +295,7 @@ fm_status cuda_forward_ubatch(fm_session *s, const int32_t *tokens, int n, int l
     memset(host_s, 0, (size_t)c->n_layers * sizeof *host_s);
     memset(q->copied, 0, (size_t)c->n_layers);
     for (int i = 0; i < c->n_layers && status == FM_OK; i++) {
+        if ((status = session_check_cancel(s))) break;
         const fm_layer *d = &g->layers[i];
         double wait0 = m->store ? store_get_stats(m->store).io_wait_s : 0;
         record(q, i, EV_START);
