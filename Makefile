@@ -3,6 +3,7 @@
 #   make portable        any x86-64 / other CPU       → build/portable/flashmoe
 #   make asan            AddressSanitizer + UBSan     → build/asan/flashmoe
 #   make test            whole suite: native and asan builds, models, CLI, fuzz
+#   make fuzz-long       each fuzz target for an hour (FUZZ_SECONDS, FUZZ_TARGETS="a b")
 #   make bench           decode benchmark on the largest bundled model
 #   make demo            the README's main job on a bundled model
 #   make install         PREFIX/bin/flashmoe and the shipped model in PREFIX/share/flashmoe
@@ -77,7 +78,7 @@ APP_OBJ := $(APP_SRC:%.c=$(BUILD)/%.o)
 # The app's modules without main(): unit tests (tests/test_*.c) link them too.
 APP_LIB := $(BUILD)/libflashmoe_app.a
 
-.PHONY: install uninstall all portable asan test bench demo clean fuzz
+.PHONY: fuzz-long install uninstall all portable asan test bench demo clean fuzz
 all: $(BUILD)/flashmoe $(TESTS:%=$(BUILD)/tests/%) $(BUILD)/tests/ref_tool $(BUILD)/bench/bench_decode $(BUILD)/bench/synth_model $(BUILD)/bench/bench_tokenizer $(BUILD)/bench/bench_qkernels $(BUILD)/bench/bench_expert_fetch $(BUILD)/bench/synth_packed $(BUILD)/bench/bench_stream $(BUILD)/bench/eval_assistant $(GPU_PROGS)
 
 portable:
@@ -142,6 +143,10 @@ build/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_SRC) $(FUZZ_APP_SRC)
 
 test:
 	./tests/run_all.sh
+
+# Hour-long fuzzing by hand: FUZZ_SECONDS per target (3600), new inputs in build/fuzz/corpus-*.
+fuzz-long:
+	./scripts/fuzz-long.sh $(FUZZ_TARGETS)
 
 bench: all
 	./bench/run_bench.sh

@@ -541,6 +541,12 @@ static void test_runtime_errors(void **state) {
     expect_error("one\n\n{{ nothing.attr }}", NULL, FM_ERR_ARGUMENT, "line 3", "'nothing' is undefined");
     expect_error("{{ nothing + 1 }}", NULL, FM_ERR_ARGUMENT, "line 1", "'nothing' is undefined");
     expect_error("{{ 1 / 0 }}", NULL, FM_ERR_ARGUMENT, "line 1", "division by zero");
+    /* str.format field indices: out of range, overflowing int (once read out of bounds), not all digits */
+    expect_error("{{ '{44444444444444444}'.format('x') }}", NULL, FM_ERR_ARGUMENT, "line 1",
+                 "format field '44444444444444444' has no argument");
+    expect_error("{{ '{4294967295}'.format('x') }}", NULL, FM_ERR_ARGUMENT, "line 1", "has no argument");
+    expect_error("{{ '{1}'.format('x') }}", NULL, FM_ERR_ARGUMENT, "line 1", "format field '1' has no argument");
+    expect_error("{{ '{0x}'.format('x') }}", NULL, FM_ERR_ARGUMENT, "line 1", "format field '0x' has no argument");
     expect_error("{{ 1 < 'a' }}", NULL, FM_ERR_ARGUMENT, "line 1",
                  "'<' not supported between instances of 'int' and 'str'");
     expect_error("{{ 'x' | nosuch }}", NULL, FM_ERR_UNSUPPORTED, "line 1", "unknown filter 'nosuch'");

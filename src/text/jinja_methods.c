@@ -704,8 +704,11 @@ static fm_status m_format(jinja_ctx *ctx, jinja_value self, const jinja_args *ar
             if (auto_index < args->n_pos) arg = &args->pos[auto_index];
             auto_index++;
         } else if (field[0] >= '0' && field[0] <= '9') {
-            int idx = atoi(field);
-            if (idx < args->n_pos) arg = &args->pos[idx];
+            /* All digits, and below the argument count: checked as it is read (no overflow). */
+            size_t k = 0;
+            long idx = 0;
+            while (k < name_len && field[k] >= '0' && field[k] <= '9' && idx < args->n_pos) idx = idx * 10 + (field[k++] - '0');
+            if (k == name_len && idx < args->n_pos) arg = &args->pos[idx];
         } else {
             for (int k = 0; k < args->n_kw && !arg; k++)
                 if (strlen(args->kw_names[k]) == name_len && !memcmp(args->kw_names[k], field, name_len))
