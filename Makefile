@@ -136,7 +136,7 @@ FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -Iinclude -Isrc -g -O1 -fsanitize=fuzzer,a
 fuzz: $(patsubst tests/fuzz/%.c,build/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_LIB_SRC := $(CPU_LIB_SRC) $(wildcard src/backend/cuda_stub.c)
 # Parsers of the app (tool calls) are fuzzed too: their sources join every target.
-FUZZ_APP_SRC := $(wildcard app/server/tool_calls.c app/server/api_common.c app/server/openai.c app/server/anthropic.c app/server/job.c app/server/strbuf.c)
+FUZZ_APP_SRC := $(wildcard app/server/tool_calls.c app/server/api_common.c app/server/openai.c app/server/anthropic.c app/server/job.c app/server/strbuf.c app/server/json_body.c)
 build/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_SRC) $(FUZZ_APP_SRC)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -Iapp -o $@ $< $(FUZZ_LIB_SRC) $(FUZZ_APP_SRC) $(BASE_LDLIBS) -fopenmp

@@ -37,6 +37,9 @@ typedef struct {
 } api_error;
 
 int api_fail(api_error *err, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* The request body as a JSON object, or NULL with a 400 in err (not JSON, not an
+ * object, or a NUL byte or \u0000 in it: the message names the field). */
+cJSON *api_parse_body(const char *data, size_t n, api_error *err);
 
 /* Parsers: 0, or -1 with err set. On success req->job holds the request. */
 int openai_chat_parse(server *srv, cJSON *body, api_request *req, api_error *err);

@@ -71,7 +71,8 @@ int api_parse_sampling(server *srv, const cJSON *body, job *j, api_error *err) {
     if (r) sp.frequency_penalty = (float)v;
     if ((r = number_field(body, "repetition_penalty", 0.01, 100, &v, err)) < 0) return -1;
     if (r) sp.repetition_penalty = (float)v;
-    if ((r = number_field(body, "seed", -9.3e18, 1.8e19, &v, err)) < 0) return -1;
+    /* -2^63 .. 1.8e19 (< 2^64): both casts below are defined */
+    if ((r = number_field(body, "seed", -9223372036854775808.0, 1.8e19, &v, err)) < 0) return -1;
     if (r) {
         if (v != floor(v)) return api_fail(err, 400, "'seed' must be an integer");
         sp.seed = v < 0 ? (uint64_t)(int64_t)v : (uint64_t)v;

@@ -141,12 +141,8 @@ static void stream_free(void *cls) {
 
 static enum MHD_Result generate(server *srv, struct MHD_Connection *c, api_kind kind, const request_ctx *rc) {
     api_error err = {0};
-    cJSON *body = cJSON_ParseWithLength(rc->body.data ? rc->body.data : "", rc->body.len);
-    if (!body || !cJSON_IsObject(body)) {
-        cJSON_Delete(body);
-        api_fail(&err, 400, "the request body is not a JSON object");
-        return send_error(c, kind, &err);
-    }
+    cJSON *body = api_parse_body(rc->body.data ? rc->body.data : "", rc->body.len, &err);
+    if (!body) return send_error(c, kind, &err);
     stream_ctx *s = calloc(1, sizeof *s);
     job *j = job_new();
     if (!s || !j) {

@@ -58,11 +58,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 2) return 0;
     const api_kind kind = data[0] % 3 == 0 ? API_CHAT : data[0] % 3 == 1 ? API_COMPLETIONS : API_MESSAGES;
-    cJSON *body = cJSON_ParseWithLength((const char *)data + 1, size - 1);
-    if (!cJSON_IsObject(body)) {
-        cJSON_Delete(body);
-        return 0;
-    }
+    api_error perr = {0};
+    cJSON *body = api_parse_body((const char *)data + 1, size - 1, &perr); /* NUL checks, then cJSON */
+    if (!body) return 0;
     api_request req = {.kind = kind, .block = -1};
     snprintf(req.id, sizeof req.id, "fuzz");
     req.job = job_new();

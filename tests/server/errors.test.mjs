@@ -51,6 +51,9 @@ const badFields = [
   ['n 2', { n: 2 }, /'n'/],
   ['stop a number', { stop: 7 }, /stop/],
   ['tools not an array', { tools: { type: 'function' } }, /tools/],
+  ['seed below -2^63 (a float-to-int overflow before)', { seed: -9.3e18 }, /seed/],
+  ['a NUL in a message (was silently cut there)', { messages: [{ role: 'user', content: 'a\u0000 and then more' }] },
+    /'messages\[0\]\.content' holds a NUL character/],
 ];
 for (const [name, fields, message] of badFields) {
   test(`errors: ${name} gets 400 (openai BadRequestError)`, opts, async () => {
@@ -168,4 +171,10 @@ test('errors: requests beyond --queue get 429 (RateLimitError, both API shapes)'
   assert.ok(all.every((s) => s === 200 || s === 429), JSON.stringify(all));
   assert.ok(all.includes(429), `none refused: ${JSON.stringify(all)}`);
   assert.ok(all.filter((s) => s === 200).length >= 3, `too few served: ${JSON.stringify(all)}`);
+});
+
+test('errors: a raw NUL byte in the body gets 400; a seed of -2^63 is accepted', opts, async () => {
+  openaiError(await http('TOK', 'POST', '/v1/chat/completions', '{"messages": [{"role": "user", "content": "a\0b"}]}'), 400);
+  const r = await client.chat.completions.create({ ...good, seed: -9.2e18 });
+  assert.equal(r.choices.length, 1);
 });
