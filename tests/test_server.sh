@@ -116,6 +116,32 @@ refuse() {
     if [ $rc -eq 1 ] && grep -qE -e "$pattern" <<<"$out"; then ok "serve refuses $name"
     else not_ok "serve refuses $name (exit $rc)" "$out"; fi
 }
+# ---- -t 1: no thread computes beside the worker (a 350 KB prompt is tokenized in parallel,
+# and OpenMP's team size was per thread: the worker's was every CPU) ----
+if start single -m "$MODELS/qwen35moe_tok" -t 1 --ctx 4096; then
+    awk 'BEGIN { printf "{\"messages\": [{\"role\": \"user\", \"content\": \""
+                 for (i = 0; i < 9000; i++) printf "line %d of a long prompt with words\\n", i
+                 printf "\"}], \"max_tokens\": 1}" }' >"$DIR/big.json"
+    before=$(ls /proc/${pid[single]}/task | wc -l)
+    curl -s -o "$DIR/big.out" -w '%{http_code}' --max-time $((120 * slow)) -H 'content-type: application/json' \
+        --data-binary @"$DIR/big.json" "http://127.0.0.1:${port[single]}/v1/chat/completions" >"$DIR/big.code" &
+    client=$!
+    most=$before # threads while it runs: the connection's own, and no OpenMP team (one before)
+    while kill -0 $client 2>/dev/null; do
+        n=$(ls /proc/${pid[single]}/task 2>/dev/null | wc -l)
+        [ "$n" -gt "$most" ] && most=$n
+        sleep 0.005
+    done
+    code=$(cat "$DIR/big.code")
+    # 400: longer than the context (tokenized, then refused before any prefill)
+    if [ "$code" = 400 ] && [ "$most" -le $((before + 1)) ]; then
+        ok "serve -t 1: tokenizing a long prompt adds only the connection's thread ($before, at most $most)"
+    else
+        not_ok "serve -t 1: $before threads before a long prompt, $most while tokenizing it (HTTP $code)"
+    fi
+    kill "${pid[single]}"
+fi
+
 refuse "a port out of range" "--port: '70000' is not a port" -m "$MODELS/qwen35moe_tok" --port 70000
 refuse "an unknown option" "unknown option '--bogus'" -m "$MODELS/qwen35moe_tok" --bogus
 refuse "a port in use" "cannot listen on 127.0.0.1:${port[tok]}" -m "$MODELS/qwen35moe_tok" --port "${port[tok]}"

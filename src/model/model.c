@@ -17,9 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/sysinfo.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 /* Fixed-size buffers in the kernels bound these. */
 static fm_status check_limits(const fm_config *c, const char *dir) {
@@ -300,12 +297,7 @@ fm_status model_open_recording(const char *dir, const fm_model_options *opt, str
     if ((st = choose_backend(m, opt))) goto fail;
     fill_info(m);
     m->record = NULL;
-    if (opt && opt->n_threads > 0) {
-        pool_set_threads(opt->n_threads);
-#ifdef _OPENMP
-        omp_set_num_threads(opt->n_threads); /* the tokenizer's loops */
-#endif
-    }
+    if (opt && opt->n_threads > 0) pool_set_threads(opt->n_threads); /* also the tokenizer's team size */
     *out = m;
     return FM_OK;
 fail:

@@ -2,6 +2,7 @@
 #include "text/tokenizer.h"
 
 #include "core/error.h"
+#include "core/pool.h"
 #include "text/utf8.h"
 
 #include <stdio.h>
@@ -208,8 +209,12 @@ static size_t next_cut(const char *text, size_t len, size_t from) {
     return len;
 }
 
+/* OpenMP's team size is per thread (a server's worker would get every CPU): the
+ * process-wide compute thread count (-t) instead. */
+static int encode_threads(void) { return pool_threads(); }
+
 static fm_status encode_parallel(const fm_tokenizer *tok, const char *text, size_t len, tok_ids *out) {
-    int threads = omp_get_max_threads();
+    const int threads = encode_threads();
     size_t target = len / ((size_t)threads * 4);
     if (target < (64u << 10)) target = 64u << 10;
     size_t n_cuts = len / target + 2, n_chunks = 0;
@@ -223,7 +228,7 @@ static fm_status encode_parallel(const fm_tokenizer *tok, const char *text, size
     if (cut[n_chunks] != len) cut[++n_chunks] = len;
     tok_ids *parts = calloc(n_chunks, sizeof *parts);
     fm_status st = parts ? FM_OK : fm_error(FM_ERR_NOMEM, "out of memory");
-#pragma omp parallel if (st == FM_OK)
+#pragma omp parallel num_threads(threads) if (st == FM_OK)
     {
         tok_cache cache;
         fm_status mine = tok_cache_init(&cache, 1u << 14, NULL);
@@ -254,7 +259,7 @@ fm_status fm_tokenizer_encode(fm_tokenizer *tok, const char *text, size_t len, i
     if (len > (size_t)1 << 31) return fm_error(FM_ERR_ARGUMENT, "text of %zu bytes is too long to encode at once", len);
     tok_ids out = {0};
     /* An lstrip token could absorb the line break before a cut: encode those sequentially. */
-    fm_status st = len >= PARALLEL_MIN && omp_get_max_threads() > 1 && !tok->any_lstrip
+    fm_status st = len >= PARALLEL_MIN && encode_threads() > 1 && !tok->any_lstrip
                        ? encode_parallel(tok, text, len, &out)
                        : encode_range(tok, &tok->cache, text, len, &out);
     if (st != FM_OK) {

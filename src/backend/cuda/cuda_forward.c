@@ -12,6 +12,7 @@
 #include "backend/cuda/cuda_internal.h"
 #include "core/clock.h"
 #include "core/error.h"
+#include "core/pool.h"
 #include "store/expert_store.h"
 
 #include <math.h>
@@ -114,7 +115,7 @@ static cudaError_t copy_expert(cuda_session *q, void *dst, const void *src, size
     const char *from = src;
     const size_t chunk = 256 << 10;
     const long n_chunks = (long)((bytes + chunk - 1) / chunk);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(pool_threads()) /* -t, on whichever thread this runs */
     for (long i = 0; i < n_chunks; i++) {
         size_t at = (size_t)i * chunk, len = bytes - at < chunk ? bytes - at : chunk;
         memcpy(stage + at, from + at, len);
