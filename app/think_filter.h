@@ -12,7 +12,8 @@
 typedef void (*think_emit)(void *user, int is_reasoning, const char *text, size_t n);
 
 typedef struct {
-    int state;         /* 0 before the answer's first text, 1 in reasoning, 2 in content */
+    int state; /* 0 before the answer's first text, 1 in reasoning, 3 just after </think>
+                  (its newlines are skipped), 2 in content */
     char held[1024];   /* held back: a possible tag, or reasoning's trailing whitespace */
     size_t n_held;
     int reasoning_sent; /* some reasoning went out */

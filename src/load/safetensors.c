@@ -2,11 +2,11 @@
 #include "load/safetensors.h"
 
 #include "core/error.h"
+#include "core/huge_map.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -132,26 +132,17 @@ done:
     return st;
 }
 
-#define HUGE_PAGE ((size_t)2 << 20)
-
 /* The whole file read into anonymous memory, 2 MB-aligned and marked
  * MADV_HUGEPAGE (so that where transparent huge pages are on, even as
  * "madvise", weights read every token sit in 2 MB pages rather than a file
  * mapping's 4 KB ones: fewer TLB misses). The page cache's copy is dropped
  * afterwards. Sets f->map, f->map_size. */
 static fm_status copy_to_ram(st_file *f, int fd, uint64_t size, const char *path) {
-    const size_t len = (size_t)((size + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE);
-    char *raw = mmap(NULL, len + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (raw == MAP_FAILED)
-        return fm_error(FM_ERR_NOMEM, "%s: out of memory for the %.2f GB of weights", path, (double)size / 1e9);
-    char *p = (char *)(((uintptr_t)raw + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE);
-    if (p > raw) munmap(raw, (size_t)(p - raw));
-    if (p + len < raw + len + HUGE_PAGE) munmap(p + len, (size_t)(raw + len + HUGE_PAGE - (p + len)));
+    const size_t len = fm_huge_round((size_t)size);
+    char *p = fm_huge_map(len);
+    if (!p) return fm_error(FM_ERR_NOMEM, "%s: out of memory for the %.2f GB of weights", path, (double)size / 1e9);
     f->map = p;
     f->map_size = len;
-#ifdef MADV_HUGEPAGE
-    madvise(p, len, MADV_HUGEPAGE);
-#endif
     for (uint64_t off = 0; off < size;) {
         const size_t want = size - off < ((uint64_t)64 << 20) ? (size_t)(size - off) : (size_t)64 << 20;
         const ssize_t got = pread(fd, p + off, want, (off_t)off);

@@ -203,9 +203,6 @@ static fm_status open_expert_store(fm_model *m, const char *dir, const fm_model_
     return st;
 }
 
-/* CUDA when asked, or by default when a GPU is present; the default falls
- * back to the CPU when the weights do not fit in VRAM. The converter (which
- * records what it loads) never uses the GPU. */
 /* A packed model's dense weights are read every token: on the CPU backend
  * they are copied into RAM in 2 MB pages (decode of a 4-layer Qwen3.5-397B-
  * shaped model: 20.9-24.5 tok/s against 19.9-23.5 mapped, attention and LM
@@ -218,6 +215,9 @@ static st_load_mode dense_mode(const fm_model_options *opt, const struct weights
     return want == FM_BACKEND_CPU || cuda_device_count(why, sizeof why) == 0 ? ST_COPY_TO_RAM : ST_MAP_FILE;
 }
 
+/* CUDA when asked, or by default when a GPU is present; the default falls
+ * back to the CPU when the weights do not fit in VRAM. The converter (which
+ * records what it loads) never uses the GPU. */
 static fm_status choose_backend(fm_model *m, const fm_model_options *opt) {
     fm_backend want = opt ? opt->backend : FM_BACKEND_AUTO;
     if (m->record || want == FM_BACKEND_CPU) return FM_OK;

@@ -38,6 +38,8 @@
  * does everything with FM_CACHE_GROWTH=eager. */
 #include "store/expert_cache.h"
 
+#include "core/huge_map.h"
+
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,7 +47,6 @@
 #include <time.h>
 
 #define CHUNK_TARGET ((size_t)256 << 20)
-#define HUGE_PAGE ((size_t)2 << 20)
 #define GROWTH_REST 7 /* the helper rests 7x the time it touched memory */
 
 typedef struct {
@@ -88,21 +89,7 @@ static size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
 static size_t chunk_size(const expert_cache *c, int k) {
     const size_t need = round_up(c->entry_bytes, 4096);
     const int first = k * c->per_chunk, left = c->capacity - first;
-    return round_up((size_t)(left < c->per_chunk ? left : c->per_chunk) * need, HUGE_PAGE);
-}
-
-/* Maps `bytes` 2 MB-aligned (over-mapped by a huge page and trimmed), marked
- * for huge pages. NULL when out of memory. */
-static char *map_chunk(size_t bytes) {
-    char *raw = mmap(NULL, bytes + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (raw == MAP_FAILED) return NULL;
-    char *p = (char *)round_up((size_t)raw, HUGE_PAGE);
-    if (p > raw) munmap(raw, (size_t)(p - raw));
-    if (p + bytes < raw + bytes + HUGE_PAGE) munmap(p + bytes, (size_t)(raw + bytes + HUGE_PAGE - (p + bytes)));
-#ifdef MADV_HUGEPAGE
-    madvise(p, bytes, MADV_HUGEPAGE); /* a hint: without THP the chunk stays in 4 KB pages */
-#endif
-    return p;
+    return fm_huge_round((size_t)(left < c->per_chunk ? left : c->per_chunk) * need);
 }
 
 /* Under lock: claims the next chunk's index, or -1 when all are mapped. */
@@ -136,7 +123,7 @@ static void *growth_main(void *arg) {
         const int k = claim_chunk(c, &bytes);
         pthread_mutex_unlock(&c->lock);
         const double t0 = now_s();
-        char *p = map_chunk(bytes);
+        char *p = fm_huge_map(bytes);
         if (p) {
 #ifdef MADV_POPULATE_WRITE
             if (madvise(p, bytes, MADV_POPULATE_WRITE) != 0)
@@ -215,7 +202,7 @@ static void *chunk_take(expert_cache *c) {
             k = claim_chunk(c, &bytes);
             pthread_mutex_unlock(&c->lock);
             if (k < 0) return NULL;
-            char *p = map_chunk(bytes);
+            char *p = fm_huge_map(bytes);
             pthread_mutex_lock(&c->lock);
             c->chunks[k] = p;
             c->chunk_bytes[k] = bytes;
